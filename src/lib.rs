@@ -1,0 +1,13 @@
+//! vsvm: the hardware half of Shared Virtual Memory for a VM, in userspace — SVM-capable PCIe
+//! devices served to a stock QEMU over vfio-user. Layers import only downward (see DESIGN.md):
+//! devices → endpoint → mem / pci → vfio_user.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod endpoint;
+pub mod mem;
+pub mod pci;
+pub mod vfio_user;
+
+#[path = "../devices/mod.rs"]
+pub mod devices;

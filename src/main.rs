@@ -1,0 +1,115 @@
+//! The `vsvm` command: serves device models over vfio-user sockets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use log::{error, info};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use vsvm::devices::accel;
+use vsvm::vfio_user;
+
+#[derive(Parser)]
+#[command(name = "vsvm", version, about = "Userspace SVM devices for stock QEMU over vfio-user")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve devices over vfio-user; one socket per PCI function. Exits 0 on SIGTERM.
+    ///
+    /// Attach each socket to QEMU (>= 10.1) with
+    /// -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceKind {
+    /// The SVM accelerator (plain mode: DMA by guest-physical address).
+    Accel,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Device model to serve; repeat together with --socket-path for several functions.
+    #[arg(long = "device", required = true)]
+    devices: Vec<DeviceKind>,
+    /// UNIX socket to listen on, one per --device, in the same order.
+    #[arg(long = "socket-path", required = true)]
+    sockets: Vec<PathBuf>,
+    /// PCI vendor ID of the accelerator (hex).
+    #[arg(long, value_parser = parse_hex_u16, default_value = "0x5653")]
+    vendor_id: u16,
+    /// PCI device ID of the accelerator (hex).
+    #[arg(long, value_parser = parse_hex_u16, default_value = "0xa001")]
+    device_id: u16,
+}
+
+fn parse_hex_u16(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if args.devices.len() != args.sockets.len() {
+        error!("give one --socket-path per --device ({} devices, {} sockets)", args.devices.len(), args.sockets.len());
+        return ExitCode::from(2);
+    }
+    let mut workers = Vec::new();
+    for (kind, path) in args.devices.iter().zip(&args.sockets) {
+        let listener = match vfio_user::bind(path) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen on {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut device = match kind {
+            DeviceKind::Accel => match accel::endpoint(args.vendor_id, args.device_id) {
+                Ok(d) => d,
+                Err(e) => {
+                    error!("cannot build the accel function: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        info!("serving {kind:?} on {}", path.display());
+        let path = path.clone();
+        workers.push(thread::spawn(move || {
+            if let Err(e) = vfio_user::serve(&listener, &mut device) {
+                error!("socket {} failed: {e}", path.display());
+            }
+        }));
+    }
+    wait_for_signal(args.sockets)
+}
+
+/// Blocks until SIGTERM or SIGINT, removes the sockets and returns success.
+fn wait_for_signal(sockets: Vec<PathBuf>) -> ExitCode {
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        info!("signal {signal}: shutting down");
+    }
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    ExitCode::SUCCESS
+}

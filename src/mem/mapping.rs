@@ -1,0 +1,119 @@
+//! One guest-memory fd mapped into the server: bounds-checked volatile/atomic access.
+//! The only place, with fd handling in `vfio_user::transport`, where raw guest memory is touched.
+//!
+//! Invariant: no Rust reference (`&`/`&mut`) to mapped memory is ever formed. The guest changes
+//! this memory concurrently; every access copies through raw pointers, and structured loads and
+//! stores (table entries, descriptors) are single volatile or atomic operations.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// Why an fd could not be mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// The fd is shorter than the range asked for (accessing it would raise SIGBUS).
+    #[error("fd holds {file_size} bytes, the map needs 0x{end:x}")]
+    BeyondFile {
+        /// Size of the file.
+        file_size: u64,
+        /// End of the requested range in the file.
+        end: u64,
+    },
+    /// The range does not fit this machine's address space.
+    #[error("range too large to map")]
+    TooLarge,
+    /// fstat or mmap failed.
+    #[error("cannot map fd")]
+    Io(#[source] std::io::Error),
+}
+
+/// A shared mapping of `len` bytes of an fd.
+#[derive(Debug)]
+pub struct Mapping {
+    map: MmapRaw,
+    writable: bool,
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` at `offset`, read-write or read-only.
+    pub fn new(fd: &OwnedFd, offset: u64, len: u64, writable: bool) -> Result<Self, MappingError> {
+        let end = offset.checked_add(len).ok_or(MappingError::TooLarge)?;
+        let stat = rustix::fs::fstat(fd.as_fd()).map_err(|e| MappingError::Io(e.into()))?;
+        let file_size = stat.st_size as u64;
+        if end > file_size {
+            return Err(MappingError::BeyondFile { file_size, end });
+        }
+        let len = usize::try_from(len).map_err(|_| MappingError::TooLarge)?;
+        let mut options = MmapOptions::new();
+        options.offset(offset).len(len);
+        let map = if writable { options.map_raw(fd) } else { options.map_raw_read_only(fd) };
+        Ok(Mapping { map: map.map_err(MappingError::Io)?, writable })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the mapping is empty (never, for a valid map).
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Whether stores are allowed.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    fn check(&self, offset: usize, len: usize, align: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        (end <= self.map.len() && offset % align == 0).then(|| {
+            // SAFETY: offset + len <= map.len() was checked just above, so the pointer stays
+            // inside (or one past the end of) the mapping.
+            unsafe { self.map.as_mut_ptr().add(offset) }
+        })
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`. False when out of bounds.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> bool {
+        let Some(src) = self.check(offset, buf.len(), 1) else { return false };
+        // SAFETY: 1. `src..src+len` lies inside the live mapping (checked by `check`; the
+        // mapping lives as long as `self`). 2. `buf` is ordinary Rust memory, which cannot
+        // overlap a mapping of guest memory. 3. Bytes the guest changes meanwhile are just bytes:
+        // no reference to the mapping is formed, so no Rust aliasing rule is involved.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+
+    /// Copies `data` to `offset`. False when out of bounds or read-only.
+    pub fn write(&self, offset: usize, data: &[u8]) -> bool {
+        let Some(dst) = self.check(offset, data.len(), 1).filter(|_| self.writable) else { return false };
+        // SAFETY: as in `read`, with the roles swapped; the mapping is writable (checked).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        true
+    }
+
+    /// The atomic view of the naturally aligned u64 at `offset`, if in bounds.
+    fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
+        let ptr = self.check(offset, 8, 8)?;
+        // SAFETY: 1. the pointer is 8-byte aligned and 8 bytes of the live mapping follow it
+        // (checked). 2. AtomicU64 tolerates concurrent access by the guest. 3. The reference
+        // is to an atomic cell, not to plain bytes, and never outlives `self`.
+        Some(unsafe { AtomicU64::from_ptr(ptr.cast()) })
+    }
+
+    /// One 64-bit load at an 8-byte aligned `offset` (the guest's table entries are naturally
+    /// aligned u64s: one load sees either the old or the new entry, never a mix).
+    pub fn load_u64(&self, offset: usize) -> Option<u64> {
+        Some(self.atomic_u64(offset)?.load(Ordering::Acquire))
+    }
+
+    /// One 64-bit store at an 8-byte aligned `offset`. None when out of bounds or read-only.
+    pub fn store_u64(&self, offset: usize, value: u64) -> Option<()> {
+        self.writable.then_some(())?;
+        self.atomic_u64(offset)?.store(value, Ordering::Release);
+        Some(())
+    }
+}

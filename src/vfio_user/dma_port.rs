@@ -1,0 +1,179 @@
+//! Server-initiated DMA_READ / DMA_WRITE: how a device reaches guest memory that came without an
+//! fd. Spec "VFIO_USER_DMA_READ/WRITE": u64 address, u64 count, data at byte 32 of the message.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::protocol::{header_flags, Command, DmaAccess, Header, MAX_DATA_XFER};
+use super::transport::{send_message, Message};
+
+/// How long a DMA request may take before we give up on the client.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a DMA request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DmaPortError {
+    /// The client answered with an error.
+    #[error("client refused the DMA request at 0x{address:x} with errno {errno}")]
+    Refused {
+        /// Guest address of the failed chunk.
+        address: u64,
+        /// The client's errno.
+        errno: u32,
+    },
+    /// The client answered with a reply of the wrong shape.
+    #[error("malformed DMA reply at 0x{address:x}")]
+    BadReply {
+        /// Guest address of the failed chunk.
+        address: u64,
+    },
+    /// The connection is gone.
+    #[error("client disconnected")]
+    Closed,
+    /// The client did not answer in time.
+    #[error("client did not answer a DMA request within {0:?}")]
+    Timeout(Duration),
+    /// Called on the connection's reader thread, which would wait on itself (and QEMU would
+    /// wait on us holding its big lock): refused instead of deadlocking.
+    #[error("DMA request issued from the connection's own thread")]
+    WouldDeadlock,
+    /// Sending failed.
+    #[error("socket error")]
+    Io(#[source] std::io::Error),
+}
+
+#[derive(Default)]
+struct Pending {
+    next_id: u16,
+    waiters: HashMap<u16, Sender<Message>>,
+    closed: bool,
+}
+
+struct Inner {
+    writer: Arc<Mutex<UnixStream>>,
+    pending: Mutex<Pending>,
+    reader: ThreadId,
+    max_xfer: usize,
+}
+
+/// A handle for sending DMA requests to one connected client; cheap to clone.
+#[derive(Clone)]
+pub struct DmaPort {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DmaPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaPort").field("max_xfer", &self.inner.max_xfer).finish()
+    }
+}
+
+impl DmaPort {
+    /// A port writing through `writer`, whose replies are read on thread `reader`.
+    pub fn new(writer: Arc<Mutex<UnixStream>>, reader: ThreadId, max_xfer: usize) -> Self {
+        let max_xfer = max_xfer.clamp(1, MAX_DATA_XFER);
+        let pending = Mutex::new(Pending::default());
+        DmaPort { inner: Arc::new(Inner { writer, pending, reader, max_xfer }) }
+    }
+
+    /// Reads guest memory at `address` into `buf`.
+    pub fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), DmaPortError> {
+        for (i, chunk) in buf.chunks_mut(self.inner.max_xfer).enumerate() {
+            let at = address.wrapping_add((i * self.inner.max_xfer) as u64);
+            let reply = self.request(Command::DmaRead, at, chunk.len(), &[])?;
+            let data = check_reply(&reply, at, chunk.len())?;
+            chunk.copy_from_slice(&data[..chunk.len()]);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to guest memory at `address`.
+    pub fn write(&self, address: u64, data: &[u8]) -> Result<(), DmaPortError> {
+        for (i, chunk) in data.chunks(self.inner.max_xfer).enumerate() {
+            let at = address.wrapping_add((i * self.inner.max_xfer) as u64);
+            let reply = self.request(Command::DmaWrite, at, chunk.len(), chunk)?;
+            check_reply(&reply, at, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Hands a reply to the request waiting for it. Returns false for a reply to nothing.
+    pub fn complete(&self, reply: Message) -> bool {
+        let waiter = self.inner.pending.lock().unwrap().waiters.remove(&reply.header.msg_id);
+        match waiter {
+            Some(tx) => {
+                // The waiter may have timed out and gone; that is not the client's fault.
+                let _ = tx.send(reply);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fails every outstanding and future request (the client is gone).
+    pub fn close(&self) {
+        let mut pending = self.inner.pending.lock().unwrap();
+        pending.closed = true;
+        pending.waiters.clear();
+    }
+
+    fn register(&self) -> Result<(u16, Receiver<Message>), DmaPortError> {
+        let mut pending = self.inner.pending.lock().unwrap();
+        if pending.closed {
+            return Err(DmaPortError::Closed);
+        }
+        let id = pending.next_id;
+        pending.next_id = id.wrapping_add(1);
+        let (tx, rx) = mpsc::channel();
+        pending.waiters.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    fn request(
+        &self,
+        command: Command,
+        address: u64,
+        count: usize,
+        data: &[u8],
+    ) -> Result<Message, DmaPortError> {
+        if std::thread::current().id() == self.inner.reader {
+            return Err(DmaPortError::WouldDeadlock);
+        }
+        let (msg_id, rx) = self.register()?;
+        let header = Header { msg_id, command: command as u16, flags: header_flags::TYPE_REQUEST, ..Default::default() };
+        let access = DmaAccess { address, count: count as u64 };
+        let sent = send_message(&self.inner.writer.lock().unwrap(), header, &[access.as_bytes(), data]);
+        if let Err(e) = sent {
+            self.inner.pending.lock().unwrap().waiters.remove(&msg_id);
+            return Err(DmaPortError::Io(e));
+        }
+        match rx.recv_timeout(REPLY_TIMEOUT) {
+            Ok(reply) => Ok(reply),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DmaPortError::Closed),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.inner.pending.lock().unwrap().waiters.remove(&msg_id);
+                Err(DmaPortError::Timeout(REPLY_TIMEOUT))
+            }
+        }
+    }
+}
+
+/// Checks a DMA reply and returns the data that follows its fixed part.
+fn check_reply(reply: &Message, address: u64, want: usize) -> Result<&[u8], DmaPortError> {
+    if reply.header.is_error() {
+        return Err(DmaPortError::Refused { address, errno: reply.header.error });
+    }
+    let Ok((access, data)) = DmaAccess::read_from_prefix(&reply.body) else {
+        return Err(DmaPortError::BadReply { address });
+    };
+    if access.address != address || data.len() < want {
+        return Err(DmaPortError::BadReply { address });
+    }
+    Ok(data)
+}

@@ -1,0 +1,16 @@
+//! vfio-user server plumbing: wire format, framing, command dispatch, server-initiated DMA.
+//! Follows the vfio-user specification (QEMU docs/interop/vfio-user.rst) as QEMU 11.1 uses it.
+
+pub mod device;
+pub mod dispatch;
+pub mod dma_port;
+pub mod protocol;
+pub mod server;
+pub mod transport;
+
+pub use device::{
+    Device, DmaMapRequest, DmaUnmapRequest, IrqAction, IrqData, IrqDescription, IrqSetRequest,
+    RegionDescription,
+};
+pub use dma_port::{DmaPort, DmaPortError};
+pub use server::{bind, serve, serve_connection};

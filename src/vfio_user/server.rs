@@ -1,0 +1,123 @@
+//! The listening socket and the per-connection loop: requests go to the device, replies to our
+//! own DMA requests go to the [`DmaPort`]. One socket serves one PCI function, one client at a time.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use log::{debug, info, warn};
+
+use super::device::Device;
+use super::dispatch::{handle, Session};
+use super::dma_port::DmaPort;
+use super::protocol::{header_flags, Header, MessageType};
+use super::transport::{recv_message, send_message, TransportError};
+
+/// Binds a listening socket at `path`, replacing a stale socket file left by a previous run.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves clients on `listener` one after another, forever. A client that leaves, or breaks the
+/// protocol, is disconnected and the next one is accepted.
+pub fn serve(listener: &UnixListener, device: &mut dyn Device) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept()?;
+        info!("client connected");
+        match serve_connection(stream, device) {
+            Ok(()) | Err(TransportError::Closed) => info!("client disconnected"),
+            Err(e) => warn!("client dropped: {e}"),
+        }
+    }
+}
+
+/// Serves one connection until the client closes it or breaks framing.
+pub fn serve_connection(stream: UnixStream, device: &mut dyn Device) -> Result<(), TransportError> {
+    let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
+    let mut session = Session::default();
+    let mut port: Option<DmaPort> = None;
+    let result = connection_loop(&stream, &writer, device, &mut session, &mut port);
+    if let Some(port) = port {
+        port.close();
+    }
+    device.disconnected();
+    result
+}
+
+fn connection_loop(
+    stream: &UnixStream,
+    writer: &Arc<Mutex<UnixStream>>,
+    device: &mut dyn Device,
+    session: &mut Session,
+    port: &mut Option<DmaPort>,
+) -> Result<(), TransportError> {
+    loop {
+        let msg = match recv_message(stream) {
+            Ok(msg) => msg,
+            Err(e @ TransportError::TooLarge { header, .. }) => {
+                // The body is not read: framing is lost, so say why and hang up.
+                let _ = send_reply(writer, &header, Err(rustix::io::Errno::TOOBIG));
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let header = msg.header;
+        match header.message_type() {
+            Some(MessageType::Reply) => {
+                let answered = port.as_ref().is_some_and(|p| p.complete(msg));
+                if !answered {
+                    warn!("reply id {} to no request of ours", header.msg_id);
+                    return Err(TransportError::Io(std::io::ErrorKind::InvalidData.into()));
+                }
+            }
+            Some(MessageType::Request) => {
+                let was_negotiated = session.negotiated;
+                let outcome = handle(msg, device, session);
+                if let Err(e) = &outcome {
+                    debug!("command {} failed: {e}", header.command);
+                }
+                if !header.no_reply() {
+                    send_reply(writer, &header, outcome).map_err(TransportError::Io)?;
+                }
+                if session.negotiated && !was_negotiated {
+                    let p = DmaPort::new(writer.clone(), std::thread::current().id(), session.client_max_xfer);
+                    device.connected(p.clone());
+                    *port = Some(p);
+                }
+            }
+            None => {
+                if !header.no_reply() {
+                    send_reply(writer, &header, Err(rustix::io::Errno::INVAL)).map_err(TransportError::Io)?;
+                }
+            }
+        }
+    }
+}
+
+fn send_reply(
+    writer: &Mutex<UnixStream>,
+    request: &Header,
+    outcome: Result<Vec<u8>, rustix::io::Errno>,
+) -> std::io::Result<()> {
+    let mut header = Header {
+        msg_id: request.msg_id,
+        command: request.command,
+        flags: header_flags::TYPE_REPLY,
+        ..Default::default()
+    };
+    let body = match outcome {
+        Ok(body) => body,
+        Err(errno) => {
+            header.flags |= header_flags::ERROR;
+            header.error = errno.raw_os_error() as u32;
+            Vec::new()
+        }
+    };
+    send_message(&writer.lock().unwrap(), header, &[&body])
+}
