@@ -4,6 +4,8 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
 
+use log::debug;
+
 use crate::vfio_user::{DmaMapRequest, DmaPort, DmaPortError, DmaUnmapRequest};
 
 use super::address::Gpa;
@@ -70,8 +72,12 @@ impl GuestMemory {
             writable: request.writable,
             backing,
         };
-        let offset = if matches!(region.backing, Backing::Remote) { 0 } else { request.fd_offset };
-        self.inner.table.write().unwrap().insert(region, offset)
+        let remote = matches!(region.backing, Backing::Remote);
+        let offset = if remote { 0 } else { request.fd_offset };
+        self.inner.table.write().unwrap().insert(region, offset)?;
+        let how = if remote { "without fd (DMA_READ/DMA_WRITE)" } else { "mapped with fd" };
+        debug!("DMA_MAP 0x{:x}+0x{:x} {how}", request.address, request.size);
+        Ok(())
     }
 
     /// Removes DMA_UNMAP'ed ranges. Accesses in flight keep their mapping alive until done.

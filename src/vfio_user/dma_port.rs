@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use log::debug;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::protocol::{header_flags, Command, DmaAccess, Header, MAX_DATA_XFER};
@@ -146,6 +147,7 @@ impl DmaPort {
             return Err(DmaPortError::WouldDeadlock);
         }
         let (msg_id, rx) = self.register()?;
+        debug!("{} 0x{address:x}+0x{count:x}", if command == Command::DmaRead { "DMA_READ" } else { "DMA_WRITE" });
         let header = Header { msg_id, command: command as u16, flags: header_flags::TYPE_REQUEST, ..Default::default() };
         let access = DmaAccess { address, count: count as u64 };
         let sent = send_message(&self.inner.writer.lock().unwrap(), header, &[access.as_bytes(), data]);
