@@ -54,7 +54,7 @@ impl ConfigBuilder {
     /// Appends a standard capability; returns its offset.
     pub fn capability(&mut self, cap: &dyn Capability) -> Result<usize, LayoutError> {
         let base = self.next_std;
-        let end = base + cap.len();
+        let end = base + cap.size();
         if end > STD_END {
             return Err(LayoutError::StdSpaceFull);
         }
@@ -74,7 +74,7 @@ impl ConfigBuilder {
     /// Appends an extended capability; returns its offset.
     pub fn ext_capability(&mut self, cap: &dyn ExtCapability) -> Result<usize, LayoutError> {
         let base = self.next_ext;
-        let end = base + cap.len();
+        let end = base + cap.size();
         if end > CONFIG_SPACE_SIZE {
             return Err(LayoutError::ExtSpaceFull);
         }

@@ -58,7 +58,7 @@ impl ExtCapability for AtsCapability {
         1
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         8
     }
 

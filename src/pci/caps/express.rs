@@ -85,7 +85,7 @@ impl Capability for ExpressCapability {
         CAP_ID_EXP
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         reg::LEN
     }
 

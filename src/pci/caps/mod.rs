@@ -14,7 +14,7 @@ pub trait Capability {
     /// Capability ID (byte 0).
     fn id(&self) -> u8;
     /// Length in bytes, header included.
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
     /// Defines every field after the 2-byte header at `base`.
     fn define(&self, regs: &mut Registers, base: usize);
     /// Side effect of a guest write, if any.
@@ -30,7 +30,7 @@ pub trait ExtCapability {
     /// Capability version (bits 19:16).
     fn version(&self) -> u8;
     /// Length in bytes, header included.
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
     /// Defines every field after the 4-byte header at `base`.
     fn define(&self, regs: &mut Registers, base: usize);
     /// Side effect of a guest write, if any.

@@ -54,7 +54,7 @@ impl Capability for MsixCapability {
         CAP_ID_MSIX
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         12
     }
 

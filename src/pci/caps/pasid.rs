@@ -62,7 +62,7 @@ impl ExtCapability for PasidCapability {
         1
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         8
     }
 

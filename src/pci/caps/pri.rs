@@ -88,7 +88,7 @@ impl ExtCapability for PriCapability {
         1
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         16
     }
 
