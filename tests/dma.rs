@@ -112,6 +112,33 @@ fn test_copy_without_bus_master_faults() {
     assert_eq!(wait_done(&mut c), 3 | (2 << 8));
 }
 
+/// Plays QEMU for the server's DMA requests against `guest` (mapped at `base`) until `n` were
+/// served; returns the largest transfer seen.
+fn serve_dma_requests(c: &mut RawClient, guest: &mut [u8], base: u64, n: usize) -> u64 {
+    let mut largest = 0;
+    for _ in 0..n {
+        let req = c.recv();
+        assert_eq!(req.header.flags & header_flags::TYPE_MASK, header_flags::TYPE_REQUEST);
+        let (access, data) = DmaAccess::read_from_prefix(&req.body).unwrap();
+        let (at, count) = ((access.address - base) as usize, access.count as usize);
+        largest = largest.max(access.count);
+        let mut reply_body = access.as_bytes().to_vec();
+        if req.header.command == Command::DmaRead as u16 {
+            reply_body.extend_from_slice(&guest[at..at + count]);
+        } else {
+            assert_eq!(req.header.command, Command::DmaWrite as u16);
+            guest[at..at + count].copy_from_slice(&data[..count]);
+        }
+        let mut h = req.header;
+        h.flags = header_flags::TYPE_REPLY;
+        h.message_size = (16 + reply_body.len()) as u32;
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(&reply_body);
+        c.send_raw(&bytes);
+    }
+    largest
+}
+
 #[test]
 fn test_copy_through_client_uses_dma_read_and_write() {
     let (mut c, _server) = spawn_accel();
@@ -120,31 +147,23 @@ fn test_copy_through_client_uses_dma_read_and_write() {
     guest[..0x1000].iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 ^ 0x5a);
     assert!(!c.call(Command::DmaMap, &map(0x40000, 0x4000, 0, 3)).header.is_error());
     start_copy(&mut c, 0x40000, 0x42000, 0x1000);
-    // Play QEMU: serve the server's DMA requests from `guest`.
-    let mut served = 0;
-    while served < 2 {
-        let req = c.recv();
-        assert_eq!(req.header.flags & header_flags::TYPE_MASK, header_flags::TYPE_REQUEST);
-        let (access, data) = DmaAccess::read_from_prefix(&req.body).unwrap();
-        let at = (access.address - 0x40000) as usize;
-        let n = access.count as usize;
-        let mut reply_body = access.as_bytes().to_vec();
-        if req.header.command == Command::DmaRead as u16 {
-            reply_body.extend_from_slice(&guest[at..at + n]);
-        } else {
-            assert_eq!(req.header.command, Command::DmaWrite as u16);
-            guest[at..at + n].copy_from_slice(&data[..n]);
-        }
-        let mut h = req.header;
-        h.flags = header_flags::TYPE_REPLY;
-        h.message_size = (16 + reply_body.len()) as u32;
-        let mut bytes = h.as_bytes().to_vec();
-        bytes.extend_from_slice(&reply_body);
-        c.send_raw(&bytes);
-        served += 1;
-    }
+    serve_dma_requests(&mut c, &mut guest, 0x40000, 2);
     assert_eq!(wait_done(&mut c), 2);
     assert_eq!(guest[0x2000..0x3000], guest[..0x1000]);
+}
+
+#[test]
+fn test_large_copy_through_client_is_split_below_qemu_socket_buffer() {
+    let (mut c, _server) = spawn_accel();
+    c.negotiate();
+    let mut guest = vec![0u8; 0x60000];
+    guest[..0x30000].iter_mut().enumerate().for_each(|(i, b)| *b = (i / 7) as u8);
+    assert!(!c.call(Command::DmaMap, &map(0x100000, 0x60000, 0, 3)).header.is_error());
+    start_copy(&mut c, 0x100000, 0x130000, 0x30000);
+    let largest = serve_dma_requests(&mut c, &mut guest, 0x100000, 6);
+    assert_eq!(largest, vsvm::vfio_user::dma_port::DMA_CHUNK as u64);
+    assert_eq!(wait_done(&mut c), 2);
+    assert_eq!(guest[0x30000..], guest[..0x30000]);
 }
 
 #[test]

@@ -17,6 +17,12 @@ use super::transport::{send_message, Message};
 /// How long a DMA request may take before we give up on the client.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest DMA_READ/DMA_WRITE we send. QEMU 11.1 sends a reply with one non-blocking write and
+/// treats a partial write as complete (hw/vfio-user/proxy.c `vfio_user_send_qio`), so a
+/// DMA_READ reply larger than its socket send buffer (~208 KiB by default) is cut short and the
+/// stream is lost. Chunks well below that keep every reply whole.
+pub const DMA_CHUNK: usize = 64 << 10;
+
 /// Why a DMA request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DmaPortError {
@@ -78,7 +84,7 @@ impl std::fmt::Debug for DmaPort {
 impl DmaPort {
     /// A port writing through `writer`, whose replies are read on thread `reader`.
     pub fn new(writer: Arc<Mutex<UnixStream>>, reader: ThreadId, max_xfer: usize) -> Self {
-        let max_xfer = max_xfer.clamp(1, MAX_DATA_XFER);
+        let max_xfer = max_xfer.clamp(1, MAX_DATA_XFER.min(DMA_CHUNK));
         let pending = Mutex::new(Pending::default());
         DmaPort { inner: Arc::new(Inner { writer, pending, reader, max_xfer }) }
     }
