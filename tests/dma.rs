@@ -57,7 +57,11 @@ fn start_copy(c: &mut RawClient, src: u64, dst: u64, len: u32) {
         write_reg(c, 0, reg + 4, (value >> 32) as u32);
     }
     write_reg(c, 0, DMA_LEN, len);
-    write_reg(c, 0, DMA_CMD, 1);
+    // Posted, as QEMU sends BAR writes: the job may issue DMA requests at once, and a reply to
+    // this write would race with them on the wire.
+    let mut body = RegionAccess { offset: DMA_CMD, region: 0, count: 4 }.as_bytes().to_vec();
+    body.extend_from_slice(&1u32.to_le_bytes());
+    c.send(Command::RegionWrite as u16, header_flags::NO_REPLY, &body, &[]);
 }
 
 fn wait_done(c: &mut RawClient) -> u32 {
@@ -107,6 +111,7 @@ fn test_copy_without_bus_master_faults() {
     let ram = memfd(0x2000);
     c.call_fds(Command::DmaMap, &map(0, 0x2000, 0, 3), &[ram.as_fd()]);
     start_copy(&mut c, 0, 0x1000, 0x100);
+    assert_eq!(wait_done(&mut c), 2);
     write_reg(&mut c, 7, COMMAND_REG, 2); // bus mastering off before the next job
     write_reg(&mut c, 0, DMA_CMD, 1);
     assert_eq!(wait_done(&mut c), 3 | (2 << 8));
