@@ -3,6 +3,8 @@
 //! devices → endpoint → mem / pci → vfio_user.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Raw guest memory is touched in one file only (mem/mapping.rs, which allows it).
+#![deny(unsafe_code)]
 
 pub mod endpoint;
 pub mod mem;

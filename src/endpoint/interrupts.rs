@@ -115,3 +115,76 @@ fn signal(v: &Vector) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eventfd() -> OwnedFd {
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::NONBLOCK).unwrap()
+    }
+
+    fn count(fd: &OwnedFd) -> u64 {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(fd, &mut buf) {
+            Ok(_) => u64::from_ne_bytes(buf),
+            Err(_) => 0,
+        }
+    }
+
+    fn request(action: IrqAction, start: u32, count: u32, data: IrqData) -> IrqSetRequest {
+        IrqSetRequest { index: 2, start, count, action, data }
+    }
+
+    fn with_fd(irqs: &Interrupts, vector: u32) -> OwnedFd {
+        let fd = eventfd();
+        let dup = rustix::io::dup(&fd).unwrap();
+        irqs.set(request(IrqAction::Trigger, vector, 1, IrqData::Eventfds(vec![Some(dup)]))).unwrap();
+        fd
+    }
+
+    #[test]
+    fn test_trigger_signals_the_assigned_eventfd() {
+        let irqs = Interrupts::new(4);
+        let fd = with_fd(&irqs, 2);
+        assert!(irqs.trigger(2));
+        assert!(!irqs.trigger(1), "vector 1 has no eventfd");
+        assert!(!irqs.trigger(9), "no vector 9");
+        assert_eq!(count(&fd), 1);
+    }
+
+    #[test]
+    fn test_masked_vector_pends_and_fires_on_unmask() {
+        let irqs = Interrupts::new(1);
+        let fd = with_fd(&irqs, 0);
+        irqs.set(request(IrqAction::Mask, 0, 1, IrqData::None)).unwrap();
+        assert!(!irqs.trigger(0));
+        assert!(irqs.pending(0));
+        assert_eq!(count(&fd), 0);
+        irqs.set(request(IrqAction::Unmask, 0, 1, IrqData::Bool(vec![true]))).unwrap();
+        assert!(!irqs.pending(0));
+        assert_eq!(count(&fd), 1);
+    }
+
+    #[test]
+    fn test_deassign_and_out_of_range_requests() {
+        let irqs = Interrupts::new(2);
+        let fd = with_fd(&irqs, 1);
+        irqs.set(request(IrqAction::Trigger, 1, 1, IrqData::Eventfds(vec![None]))).unwrap();
+        assert!(!irqs.trigger(1));
+        assert_eq!(count(&fd), 0);
+        assert_eq!(irqs.set(request(IrqAction::Mask, 1, 2, IrqData::None)), Err(Errno::INVAL));
+        assert_eq!(irqs.set(request(IrqAction::Mask, u32::MAX, 2, IrqData::None)), Err(Errno::INVAL));
+        assert_eq!(irqs.set(request(IrqAction::Mask, 0, 1, IrqData::Eventfds(vec![None]))), Err(Errno::INVAL));
+    }
+
+    #[test]
+    fn test_trigger_with_no_data_fires_the_vectors() {
+        let irqs = Interrupts::new(1);
+        let fd = with_fd(&irqs, 0);
+        irqs.set(request(IrqAction::Trigger, 0, 1, IrqData::None)).unwrap();
+        assert_eq!(count(&fd), 1);
+        irqs.set(request(IrqAction::Trigger, 0, 0, IrqData::None)).unwrap();
+        assert!(!irqs.trigger(0), "count 0 + DATA_NONE de-assigns everything");
+    }
+}

@@ -5,6 +5,8 @@
 //! this memory concurrently; every access copies through raw pointers, and structured loads and
 //! stores (table entries, descriptors) are single volatile or atomic operations.
 
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 

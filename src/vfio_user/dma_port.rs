@@ -185,3 +185,36 @@ fn check_reply(reply: &Message, address: u64, want: usize) -> Result<&[u8], DmaP
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(reader: ThreadId) -> (DmaPort, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (DmaPort::new(Arc::new(Mutex::new(ours)), reader, 1 << 20), theirs)
+    }
+
+    #[test]
+    fn test_request_from_reader_thread_is_refused() {
+        let (port, _peer) = port(std::thread::current().id());
+        let err = port.read(0x1000, &mut [0; 8]).unwrap_err();
+        assert!(matches!(err, DmaPortError::WouldDeadlock));
+    }
+
+    #[test]
+    fn test_closed_port_fails_at_once() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, _peer) = port(other);
+        port.close();
+        assert!(matches!(port.write(0, &[1]).unwrap_err(), DmaPortError::Closed));
+    }
+
+    #[test]
+    fn test_reply_to_unknown_id_is_not_taken() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, _peer) = port(other);
+        let stray = Message { header: Header { msg_id: 42, ..Default::default() }, body: vec![], fds: vec![] };
+        assert!(!port.complete(stray));
+    }
+}
