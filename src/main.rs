@@ -13,7 +13,11 @@ use vsvm::devices::accel;
 use vsvm::vfio_user;
 
 #[derive(Parser)]
-#[command(name = "vsvm", version, about = "Userspace SVM devices for stock QEMU over vfio-user")]
+#[command(
+    name = "vsvm",
+    version,
+    about = "Userspace SVM devices for stock QEMU over vfio-user"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,11 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     if args.devices.len() != args.sockets.len() {
-        error!("give one --socket-path per --device ({} devices, {} sockets)", args.devices.len(), args.sockets.len());
+        error!(
+            "give one --socket-path per --device ({} devices, {} sockets)",
+            args.devices.len(),
+            args.sockets.len()
+        );
         return ExitCode::from(2);
     }
     let mut workers = Vec::new();

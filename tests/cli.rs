@@ -11,7 +11,10 @@ fn socket(name: &str) -> PathBuf {
 
 #[test]
 fn test_help_lists_serve() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vsvm")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vsvm"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
 }
@@ -48,7 +51,14 @@ fn test_serve_two_functions_then_sigterm_exits_0() {
 #[test]
 fn test_serve_with_mismatched_pairs_fails() {
     let status = Command::new(env!("CARGO_BIN_EXE_vsvm"))
-        .args(["serve", "--device", "accel", "--device", "accel", "--socket-path"])
+        .args([
+            "serve",
+            "--device",
+            "accel",
+            "--device",
+            "accel",
+            "--socket-path",
+        ])
         .arg(socket("c"))
         .stderr(Stdio::null())
         .status()

@@ -44,7 +44,10 @@ fn read32(c: &mut Client, region: u32, offset: u64) -> u32 {
 /// Waits up to `timeout` for the eventfd to be signalled.
 fn wait_eventfd(fd: &OwnedFd, timeout: Duration) -> bool {
     let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-    let ts = rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: 0 };
+    let ts = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: 0,
+    };
     rustix::event::poll(&mut pfd, Some(&ts)).unwrap() == 1
 }
 
@@ -66,7 +69,8 @@ fn test_independent_client_runs_a_job_with_msix_completion() {
     let path = start_server("job");
     let mut c = Client::new(&path).unwrap();
     let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-    c.set_irqs(MSIX, DATA_EVENTFD_TRIGGER, 0, 1, &[eventfd.as_raw_fd()]).unwrap();
+    c.set_irqs(MSIX, DATA_EVENTFD_TRIGGER, 0, 1, &[eventfd.as_raw_fd()])
+        .unwrap();
     let mut ram = memfd(0x20000);
     ram.write_all(&[0x3c; 0x2000]).unwrap();
     c.dma_map(0, 0x8000_0000, 0x20000, ram.as_raw_fd()).unwrap();
@@ -75,7 +79,10 @@ fn test_independent_client_runs_a_job_with_msix_completion() {
     write32(&mut c, 0, 0x18, 0x8001_0000);
     write32(&mut c, 0, 0x20, 0x2000);
     write32(&mut c, 0, 0x24, 0x3); // START | IRQ
-    assert!(wait_eventfd(&eventfd, Duration::from_secs(5)), "no MSI-X completion");
+    assert!(
+        wait_eventfd(&eventfd, Duration::from_secs(5)),
+        "no MSI-X completion"
+    );
     assert_eq!(read32(&mut c, 0, 0x28), 2);
     let mut out = vec![0; 0x2000];
     ram.seek(SeekFrom::Start(0x10000)).unwrap();

@@ -18,7 +18,9 @@ fn test_version_reply_is_0_0_with_nul_terminated_capabilities() {
     let (mut c, _server) = spawn_accel();
     let reply = c.negotiate();
     assert_eq!(&reply.body[..4], &[0, 0, 0, 0]);
-    let json = reply.body[4..].strip_suffix(&[0]).expect("NUL at the very end");
+    let json = reply.body[4..]
+        .strip_suffix(&[0])
+        .expect("NUL at the very end");
     let v: serde_json::Value = serde_json::from_slice(json).unwrap();
     assert_eq!(v["capabilities"]["max_data_xfer_size"], 1 << 20);
     assert_eq!(v["capabilities"]["max_msg_fds"], 16);
@@ -37,7 +39,10 @@ fn test_version_minor_1_is_accepted_and_major_1_refused() {
 #[test]
 fn test_version_with_bad_json_is_einval() {
     let (mut c, _server) = spawn_accel();
-    assert_eq!(errno(&c.call(Command::Version, b"\0\0\0\0{not json\0")), EINVAL);
+    assert_eq!(
+        errno(&c.call(Command::Version, b"\0\0\0\0{not json\0")),
+        EINVAL
+    );
     assert_eq!(errno(&c.call(Command::Version, b"\0\0\0\0{}")), EINVAL); // no NUL
     assert_eq!(errno(&c.call(Command::Version, b"\0\0")), EINVAL); // short
 }
@@ -45,7 +50,13 @@ fn test_version_with_bad_json_is_einval() {
 #[test]
 fn test_command_before_version_is_einval() {
     let (mut c, _server) = spawn_accel();
-    assert_eq!(errno(&c.call(Command::DeviceGetInfo, &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])), EINVAL);
+    assert_eq!(
+        errno(&c.call(
+            Command::DeviceGetInfo,
+            &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        )),
+        EINVAL
+    );
 }
 
 #[test]
@@ -65,7 +76,10 @@ fn test_unsupported_commands_are_refused_and_server_keeps_serving() {
     assert_eq!(errno(&c.call(Command::DirtyPages, &[0; 8])), ENOTSUP);
     assert_eq!(errno(&c.call(Command::DmaRead, &[0; 16])), EINVAL);
     assert_eq!(errno(&c.call(Command::RegionWriteMulti, &[0; 8])), ENOTSUP);
-    let ok = c.call(Command::DeviceGetInfo, &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let ok = c.call(
+        Command::DeviceGetInfo,
+        &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     assert!(!ok.header.is_error());
 }
 
@@ -73,8 +87,16 @@ fn test_unsupported_commands_are_refused_and_server_keeps_serving() {
 fn test_short_bodies_are_einval() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    for cmd in [Command::DmaMap, Command::DmaUnmap, Command::DeviceGetInfo, Command::DeviceGetRegionInfo,
-                Command::DeviceGetIrqInfo, Command::DeviceSetIrqs, Command::RegionRead, Command::RegionWrite] {
+    for cmd in [
+        Command::DmaMap,
+        Command::DmaUnmap,
+        Command::DeviceGetInfo,
+        Command::DeviceGetRegionInfo,
+        Command::DeviceGetIrqInfo,
+        Command::DeviceSetIrqs,
+        Command::RegionRead,
+        Command::RegionWrite,
+    ] {
         assert_eq!(errno(&c.call(cmd, &[8, 0, 0])), EINVAL, "{cmd:?}");
     }
 }
@@ -83,7 +105,13 @@ fn test_short_bodies_are_einval() {
 fn test_region_write_whose_count_lies_is_einval() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let mut body = RegionAccess { offset: 0, region: 0, count: 8 }.as_bytes().to_vec();
+    let mut body = RegionAccess {
+        offset: 0,
+        region: 0,
+        count: 8,
+    }
+    .as_bytes()
+    .to_vec();
     body.extend_from_slice(&[1, 2, 3, 4]);
     assert_eq!(errno(&c.call(Command::RegionWrite, &body)), EINVAL);
 }
@@ -92,7 +120,13 @@ fn test_region_write_whose_count_lies_is_einval() {
 fn test_region_read_above_max_transfer_is_einval() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let body = RegionAccess { offset: 0, region: 7, count: (1 << 20) + 1 }.as_bytes().to_vec();
+    let body = RegionAccess {
+        offset: 0,
+        region: 7,
+        count: (1 << 20) + 1,
+    }
+    .as_bytes()
+    .to_vec();
     assert_eq!(errno(&c.call(Command::RegionRead, &body)), EINVAL);
 }
 
@@ -100,9 +134,25 @@ fn test_region_read_above_max_transfer_is_einval() {
 fn test_region_access_out_of_bounds_is_einval() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    for (region, offset, count) in [(0, 4094, 4), (7, 4095, 2), (1, 0, 4), (9, 0, 4), (0, u64::MAX, 4)] {
-        let body = RegionAccess { offset, region, count }.as_bytes().to_vec();
-        assert_eq!(errno(&c.call(Command::RegionRead, &body)), EINVAL, "region {region} +{offset:#x}");
+    for (region, offset, count) in [
+        (0, 4094, 4),
+        (7, 4095, 2),
+        (1, 0, 4),
+        (9, 0, 4),
+        (0, u64::MAX, 4),
+    ] {
+        let body = RegionAccess {
+            offset,
+            region,
+            count,
+        }
+        .as_bytes()
+        .to_vec();
+        assert_eq!(
+            errno(&c.call(Command::RegionRead, &body)),
+            EINVAL,
+            "region {region} +{offset:#x}"
+        );
     }
 }
 
@@ -111,7 +161,11 @@ fn test_fds_on_a_command_that_takes_none_are_einval() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
     let file = std::fs::File::open("/dev/null").unwrap();
-    let reply = c.call_fds(Command::DeviceGetInfo, &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[file.as_fd()]);
+    let reply = c.call_fds(
+        Command::DeviceGetInfo,
+        &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[file.as_fd()],
+    );
     assert_eq!(errno(&reply), EINVAL);
 }
 
@@ -119,11 +173,28 @@ fn test_fds_on_a_command_that_takes_none_are_einval() {
 fn test_posted_write_gets_no_reply() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let mut body = RegionAccess { offset: 0x10, region: 0, count: 4 }.as_bytes().to_vec();
+    let mut body = RegionAccess {
+        offset: 0x10,
+        region: 0,
+        count: 4,
+    }
+    .as_bytes()
+    .to_vec();
     body.extend_from_slice(&0x1234u32.to_le_bytes());
-    c.send(Command::RegionWrite as u16, header_flags::NO_REPLY, &body, &[]);
+    c.send(
+        Command::RegionWrite as u16,
+        header_flags::NO_REPLY,
+        &body,
+        &[],
+    );
     // The next thing on the wire must be the reply to the read, which sees the posted write.
-    let read = RegionAccess { offset: 0x10, region: 0, count: 4 }.as_bytes().to_vec();
+    let read = RegionAccess {
+        offset: 0x10,
+        region: 0,
+        count: 4,
+    }
+    .as_bytes()
+    .to_vec();
     let reply = c.call(Command::RegionRead, &read);
     assert_eq!(&reply.body[16..], &0x1234u32.to_le_bytes());
 }
@@ -134,7 +205,10 @@ fn test_size_below_header_disconnects() {
     let mut h = request(0, Command::Version as u16, 0);
     h.message_size = 8;
     c.send_raw(h.as_bytes());
-    assert!(matches!(server.join().unwrap(), Err(TransportError::ShortSize { size: 8 })));
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(TransportError::ShortSize { size: 8 })
+    ));
 }
 
 #[test]
@@ -145,7 +219,10 @@ fn test_huge_size_gets_e2big_then_disconnects() {
     c.send_raw(h.as_bytes());
     let reply = c.recv();
     assert_eq!((reply.header.msg_id, errno(&reply)), (7, E2BIG));
-    assert!(matches!(server.join().unwrap(), Err(TransportError::TooLarge { .. })));
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(TransportError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -156,14 +233,22 @@ fn test_truncated_message_disconnects_cleanly() {
     c.send_raw(h.as_bytes());
     c.send_raw(&[0; 10]);
     drop(c);
-    assert!(matches!(server.join().unwrap(), Err(TransportError::Truncated { got: 10, want: 48 })));
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(TransportError::Truncated { got: 10, want: 48 })
+    ));
 }
 
 #[test]
 fn test_reply_to_nothing_disconnects() {
     let (mut c, server) = spawn_accel();
     c.negotiate();
-    c.send(Command::DmaRead as u16, header_flags::TYPE_REPLY, &[0; 16], &[]);
+    c.send(
+        Command::DmaRead as u16,
+        header_flags::TYPE_REPLY,
+        &[0; 16],
+        &[],
+    );
     assert!(server.join().unwrap().is_err());
 }
 
@@ -180,5 +265,8 @@ fn test_clean_close_ends_connection_without_error() {
     let (mut c, server) = spawn_accel();
     c.negotiate();
     drop(c);
-    assert!(matches!(server.join().unwrap(), Err(TransportError::Closed)));
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(TransportError::Closed)
+    ));
 }

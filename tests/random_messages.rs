@@ -25,7 +25,9 @@ fn survive(bytes: Vec<u8>) {
     let _ = sock.shutdown(Shutdown::Write);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || tx.send(server.join().is_ok()));
-    let finished = rx.recv_timeout(Duration::from_secs(10)).expect("server connection hung");
+    let finished = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server connection hung");
     assert!(finished, "server thread panicked");
     drop(sock);
     drain.join().unwrap();
@@ -38,14 +40,25 @@ fn version() -> Vec<u8> {
 }
 
 fn frame(id: u16, command: u16, flags: u32, body: &[u8]) -> Vec<u8> {
-    let header = Header { msg_id: id, command, message_size: 16 + body.len() as u32, flags, error: 0 };
+    let header = Header {
+        msg_id: id,
+        command,
+        message_size: 16 + body.len() as u32,
+        flags,
+        error: 0,
+    };
     let mut out = header.as_bytes().to_vec();
     out.extend_from_slice(body);
     out
 }
 
 fn message() -> impl Strategy<Value = Vec<u8>> {
-    (any::<u16>(), 0u16..18, prop_oneof![Just(0u32), Just(0x10), any::<u32>()], proptest::collection::vec(any::<u8>(), 0..80))
+    (
+        any::<u16>(),
+        0u16..18,
+        prop_oneof![Just(0u32), Just(0x10), any::<u32>()],
+        proptest::collection::vec(any::<u8>(), 0..80),
+    )
         .prop_map(|(id, command, flags, body)| frame(id, command, flags, &body))
 }
 

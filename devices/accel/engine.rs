@@ -102,7 +102,11 @@ fn worker(jobs: Receiver<(Job, u64)>, bus: Bus, shared: Arc<Shared>) {
             debug!("job {job:?} finished after a reset; result dropped");
             continue;
         }
-        let state = if error == DmaError::None { DmaState::Done } else { DmaState::Error };
+        let state = if error == DmaError::None {
+            DmaState::Done
+        } else {
+            DmaState::Error
+        };
         let status = DmaStatus::new().with_state(state).with_error(error);
         shared.status.store(status.into_bits(), Ordering::Release);
         shared.done.fetch_add(1, Ordering::AcqRel);

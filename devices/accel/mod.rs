@@ -49,7 +49,12 @@ pub struct Accel {
 impl Accel {
     /// An accelerator whose engine works on `bus`.
     pub fn new(bus: Bus) -> Self {
-        Accel { src: 0, dst: 0, len: 0, engine: Engine::start(bus) }
+        Accel {
+            src: 0,
+            dst: 0,
+            len: 0,
+            engine: Engine::start(bus),
+        }
     }
 
     fn read_dword(&self, at: u64) -> u32 {
@@ -87,7 +92,12 @@ impl Accel {
         if !cmd.start() {
             return;
         }
-        let job = Job { src: Gpa(self.src), dst: Gpa(self.dst), len: self.len, irq: cmd.irq() };
+        let job = Job {
+            src: Gpa(self.src),
+            dst: Gpa(self.dst),
+            len: self.len,
+            irq: cmd.irq(),
+        };
         if !self.engine.submit(job) {
             warn!("DMA_CMD START while a job runs: ignored");
         }
@@ -114,7 +124,10 @@ impl Function for Accel {
                 self.write_dword(at, u32::from_le_bytes(data[..4].try_into().unwrap()));
                 self.write_dword(at + 4, u32::from_le_bytes(data[4..].try_into().unwrap()));
             }
-            _ => warn!("accel: ignored {}-byte write at BAR{bar}+0x{at:x}", data.len()),
+            _ => warn!(
+                "accel: ignored {}-byte write at BAR{bar}+0x{at:x}",
+                data.len()
+            ),
         }
     }
 
@@ -141,8 +154,18 @@ pub fn identity(vendor_id: u16, device_id: u16) -> Identity {
 /// Builds a served accel function with the given PCI IDs.
 pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, LayoutError> {
     let bars = vec![
-        BarSpec { index: REGS_BAR, size: 4096, kind: BarKind::Memory32, prefetchable: false },
-        BarSpec { index: MSIX_BAR, size: 4096, kind: BarKind::Memory32, prefetchable: false },
+        BarSpec {
+            index: REGS_BAR,
+            size: 4096,
+            kind: BarKind::Memory32,
+            prefetchable: false,
+        },
+        BarSpec {
+            index: MSIX_BAR,
+            size: 4096,
+            kind: BarKind::Memory32,
+            prefetchable: false,
+        },
     ];
     let mut b = ConfigBuilder::new(&identity(vendor_id, device_id));
     for bar in &bars {
@@ -157,9 +180,16 @@ pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, Layou
         pba_offset: MSIX_PBA_OFFSET,
     })?;
     b.ext_capability(&AtsCapability)?;
-    b.ext_capability(&PriCapability { capacity: PRI_CAPACITY })?;
+    b.ext_capability(&PriCapability {
+        capacity: PRI_CAPACITY,
+    })?;
     b.ext_capability(&PasidCapability { width: PASID_WIDTH })?;
-    let layout = Layout { config: b.build(), bars, msix_bar: MSIX_BAR, msix_pba_offset: MSIX_PBA_OFFSET.into() };
+    let layout = Layout {
+        config: b.build(),
+        bars,
+        msix_bar: MSIX_BAR,
+        msix_pba_offset: MSIX_PBA_OFFSET.into(),
+    };
     let bus = Bus::new(MSIX_VECTORS.into());
     let accel = Accel::new(bus.clone());
     Ok(Endpoint::new(layout, bus, accel))

@@ -45,7 +45,12 @@ impl Run {
 
     /// Panics with the console unless the test script exited 0.
     pub fn assert_passed(&self) {
-        assert!(self.passed(), "guest test rc={:?}; console:\n{}", self.rc, self.console);
+        assert!(
+            self.passed(),
+            "guest test rc={:?}; console:\n{}",
+            self.rc,
+            self.console
+        );
     }
 }
 
@@ -57,12 +62,17 @@ fn cache_dir() -> PathBuf {
 }
 
 fn require(path: &Path) -> PathBuf {
-    assert!(path.exists(), "{} is missing: run scripts/setup first (the README test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first (the README test command does)",
+        path.display()
+    );
     path.to_path_buf()
 }
 
 fn work_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -95,7 +105,13 @@ impl Server {
             assert!(Instant::now() < deadline, "vsvm did not create its socket");
             sleep(Duration::from_millis(20));
         }
-        Server { child, socket, log, dir, _one_guest: guard }
+        Server {
+            child,
+            socket,
+            log,
+            dir,
+            _one_guest: guard,
+        }
     }
 
     /// Boots a guest attached to this server and waits for it to power off.
@@ -103,14 +119,41 @@ impl Server {
         let cache = cache_dir();
         let console_path = self.dir.join(format!("console-{}.log", boot.test));
         let mut qemu = Command::new(require(&cache.join("bin/qemu-system-x86_64")));
-        qemu.args(["-machine", "q35,accel=tcg", "-cpu", "max", "-m", "512M", "-smp", "1"])
-            .args(["-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"])
-            .arg("-kernel").arg(require(&cache.join("guest/vmlinuz")))
-            .arg("-initrd").arg(require(&cache.join("guest/initramfs.cpio.gz")))
-            .arg("-append").arg(format!("console=ttyS0 intremap=off panic=-1 vsvm.test={}", boot.test))
-            .arg("-device").arg(vfio_user_device(&self.socket));
+        qemu.args([
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "512M",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(require(&cache.join("guest/vmlinuz")))
+        .arg("-initrd")
+        .arg(require(&cache.join("guest/initramfs.cpio.gz")))
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 intremap=off panic=-1 vsvm.test={}",
+            boot.test
+        ))
+        .arg("-device")
+        .arg(vfio_user_device(&self.socket));
         if let Memory::MemfdShared = boot.memory {
-            qemu.args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-machine", "memory-backend=mem"]);
+            qemu.args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=512M,share=on",
+                "-machine",
+                "memory-backend=mem",
+            ]);
         }
         let console_file = fs::File::create(&console_path).unwrap();
         let mut child = qemu
@@ -121,7 +164,10 @@ impl Server {
             .expect("starting qemu");
         let finished = wait_with_timeout(&mut child, BOOT_TIMEOUT);
         let console = fs::read_to_string(&console_path).unwrap_or_default();
-        assert!(finished, "guest did not power off within {BOOT_TIMEOUT:?}; console:\n{console}");
+        assert!(
+            finished,
+            "guest did not power off within {BOOT_TIMEOUT:?}; console:\n{console}"
+        );
         let rc = parse_result(&console, boot.test);
         Run { console, rc }
     }
@@ -132,7 +178,10 @@ impl Server {
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM to vsvm");
         let status = self.child.wait().expect("waiting for vsvm");
         let log = fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(status.success(), "vsvm exited with {status} on SIGTERM; log:\n{log}");
+        assert!(
+            status.success(),
+            "vsvm exited with {status} on SIGTERM; log:\n{log}"
+        );
         assert!(!self.socket.exists(), "vsvm left its socket behind");
         log
     }
@@ -169,5 +218,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> bool {
 /// Finds `VSVM-RESULT name=<test> rc=<n>` on the console.
 fn parse_result(console: &str, test: &str) -> Option<i32> {
     let prefix = format!("VSVM-RESULT name={test} rc=");
-    console.lines().find_map(|l| l.trim().strip_prefix(&prefix)?.trim().parse().ok())
+    console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix)?.trim().parse().ok())
 }

@@ -9,28 +9,49 @@ use guest::{Boot, Memory, Server};
 #[test]
 fn guest_accel_plain_with_memfd_ram() {
     let server = Server::start("memfd");
-    let run = server.boot(&Boot { test: "accel-plain", memory: Memory::MemfdShared });
+    let run = server.boot(&Boot {
+        test: "accel-plain",
+        memory: Memory::MemfdShared,
+    });
     run.assert_passed();
-    assert!(run.console.contains("irq=yes, OK"), "no interrupt-driven job completed");
+    assert!(
+        run.console.contains("irq=yes, OK"),
+        "no interrupt-driven job completed"
+    );
     let log = server.stop();
-    assert!(log.contains("mapped with fd"), "guest RAM never came with an fd:\n{log}");
+    assert!(
+        log.contains("mapped with fd"),
+        "guest RAM never came with an fd:\n{log}"
+    );
 }
 
 #[test]
 fn guest_accel_plain_without_fd_uses_dma_messages() {
     let server = Server::start("nofd");
-    let run = server.boot(&Boot { test: "accel-plain", memory: Memory::Anonymous });
+    let run = server.boot(&Boot {
+        test: "accel-plain",
+        memory: Memory::Anonymous,
+    });
     run.assert_passed();
     let log = server.stop();
-    assert!(!log.contains("mapped with fd"), "anonymous RAM should come without fds:\n{log}");
-    assert!(log.contains("DMA_READ") && log.contains("DMA_WRITE"), "DMA messages not used:\n{log}");
+    assert!(
+        !log.contains("mapped with fd"),
+        "anonymous RAM should come without fds:\n{log}"
+    );
+    assert!(
+        log.contains("DMA_READ") && log.contains("DMA_WRITE"),
+        "DMA messages not used:\n{log}"
+    );
 }
 
 #[test]
 fn guest_server_accepts_the_next_client_after_qemu_exits() {
     let server = Server::start("reconnect");
     for round in 0..2 {
-        let run = server.boot(&Boot { test: "smoke-accel", memory: Memory::MemfdShared });
+        let run = server.boot(&Boot {
+            test: "smoke-accel",
+            memory: Memory::MemfdShared,
+        });
         assert!(run.passed(), "round {round}:\n{}", run.console);
     }
     let log = server.stop();

@@ -26,7 +26,9 @@ impl Interrupts {
     /// `count` vectors, none assigned.
     pub fn new(count: u32) -> Self {
         let vectors = (0..count).map(|_| Vector::default()).collect();
-        Interrupts { vectors: Arc::new(Mutex::new(vectors)) }
+        Interrupts {
+            vectors: Arc::new(Mutex::new(vectors)),
+        }
     }
 
     /// Number of vectors.
@@ -38,7 +40,9 @@ impl Interrupts {
     /// Returns whether an interrupt was actually sent.
     pub fn trigger(&self, vector: u32) -> bool {
         let mut vectors = self.vectors.lock().unwrap();
-        let Some(v) = vectors.get_mut(vector as usize) else { return false };
+        let Some(v) = vectors.get_mut(vector as usize) else {
+            return false;
+        };
         if v.masked {
             v.pending = true;
             return false;
@@ -49,7 +53,10 @@ impl Interrupts {
     /// Applies a SET_IRQS request to the vectors it names.
     pub fn set(&self, request: IrqSetRequest) -> Result<(), Errno> {
         let mut vectors = self.vectors.lock().unwrap();
-        let end = request.start.checked_add(request.count).ok_or(Errno::INVAL)?;
+        let end = request
+            .start
+            .checked_add(request.count)
+            .ok_or(Errno::INVAL)?;
         if end as usize > vectors.len() {
             return Err(Errno::INVAL);
         }
@@ -77,12 +84,20 @@ impl Interrupts {
 
     /// Whether `vector` has a pending (masked) interrupt.
     pub fn pending(&self, vector: u32) -> bool {
-        self.vectors.lock().unwrap().get(vector as usize).is_some_and(|v| v.pending)
+        self.vectors
+            .lock()
+            .unwrap()
+            .get(vector as usize)
+            .is_some_and(|v| v.pending)
     }
 
     /// Drops every eventfd and mask (client gone).
     pub fn clear(&self) {
-        self.vectors.lock().unwrap().iter_mut().for_each(|v| *v = Vector::default());
+        self.vectors
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .for_each(|v| *v = Vector::default());
     }
 }
 
@@ -133,13 +148,25 @@ mod tests {
     }
 
     fn request(action: IrqAction, start: u32, count: u32, data: IrqData) -> IrqSetRequest {
-        IrqSetRequest { index: 2, start, count, action, data }
+        IrqSetRequest {
+            index: 2,
+            start,
+            count,
+            action,
+            data,
+        }
     }
 
     fn with_fd(irqs: &Interrupts, vector: u32) -> OwnedFd {
         let fd = eventfd();
         let dup = rustix::io::dup(&fd).unwrap();
-        irqs.set(request(IrqAction::Trigger, vector, 1, IrqData::Eventfds(vec![Some(dup)]))).unwrap();
+        irqs.set(request(
+            IrqAction::Trigger,
+            vector,
+            1,
+            IrqData::Eventfds(vec![Some(dup)]),
+        ))
+        .unwrap();
         fd
     }
 
@@ -157,11 +184,13 @@ mod tests {
     fn test_masked_vector_pends_and_fires_on_unmask() {
         let irqs = Interrupts::new(1);
         let fd = with_fd(&irqs, 0);
-        irqs.set(request(IrqAction::Mask, 0, 1, IrqData::None)).unwrap();
+        irqs.set(request(IrqAction::Mask, 0, 1, IrqData::None))
+            .unwrap();
         assert!(!irqs.trigger(0));
         assert!(irqs.pending(0));
         assert_eq!(count(&fd), 0);
-        irqs.set(request(IrqAction::Unmask, 0, 1, IrqData::Bool(vec![true]))).unwrap();
+        irqs.set(request(IrqAction::Unmask, 0, 1, IrqData::Bool(vec![true])))
+            .unwrap();
         assert!(!irqs.pending(0));
         assert_eq!(count(&fd), 1);
     }
@@ -170,21 +199,46 @@ mod tests {
     fn test_deassign_and_out_of_range_requests() {
         let irqs = Interrupts::new(2);
         let fd = with_fd(&irqs, 1);
-        irqs.set(request(IrqAction::Trigger, 1, 1, IrqData::Eventfds(vec![None]))).unwrap();
+        irqs.set(request(
+            IrqAction::Trigger,
+            1,
+            1,
+            IrqData::Eventfds(vec![None]),
+        ))
+        .unwrap();
         assert!(!irqs.trigger(1));
         assert_eq!(count(&fd), 0);
-        assert_eq!(irqs.set(request(IrqAction::Mask, 1, 2, IrqData::None)), Err(Errno::INVAL));
-        assert_eq!(irqs.set(request(IrqAction::Mask, u32::MAX, 2, IrqData::None)), Err(Errno::INVAL));
-        assert_eq!(irqs.set(request(IrqAction::Mask, 0, 1, IrqData::Eventfds(vec![None]))), Err(Errno::INVAL));
+        assert_eq!(
+            irqs.set(request(IrqAction::Mask, 1, 2, IrqData::None)),
+            Err(Errno::INVAL)
+        );
+        assert_eq!(
+            irqs.set(request(IrqAction::Mask, u32::MAX, 2, IrqData::None)),
+            Err(Errno::INVAL)
+        );
+        assert_eq!(
+            irqs.set(request(
+                IrqAction::Mask,
+                0,
+                1,
+                IrqData::Eventfds(vec![None])
+            )),
+            Err(Errno::INVAL)
+        );
     }
 
     #[test]
     fn test_trigger_with_no_data_fires_the_vectors() {
         let irqs = Interrupts::new(1);
         let fd = with_fd(&irqs, 0);
-        irqs.set(request(IrqAction::Trigger, 0, 1, IrqData::None)).unwrap();
+        irqs.set(request(IrqAction::Trigger, 0, 1, IrqData::None))
+            .unwrap();
         assert_eq!(count(&fd), 1);
-        irqs.set(request(IrqAction::Trigger, 0, 0, IrqData::None)).unwrap();
-        assert!(!irqs.trigger(0), "count 0 + DATA_NONE de-assigns everything");
+        irqs.set(request(IrqAction::Trigger, 0, 0, IrqData::None))
+            .unwrap();
+        assert!(
+            !irqs.trigger(0),
+            "count 0 + DATA_NONE de-assigns everything"
+        );
     }
 }

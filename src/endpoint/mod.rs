@@ -46,7 +46,11 @@ pub struct Bus {
 impl Bus {
     /// Guest memory and `vectors` MSI-X vectors, bus mastering off.
     pub fn new(vectors: u32) -> Self {
-        Bus { mem: GuestMemory::new(), irqs: Interrupts::new(vectors), bus_master: Arc::default() }
+        Bus {
+            mem: GuestMemory::new(),
+            irqs: Interrupts::new(vectors),
+            bus_master: Arc::default(),
+        }
     }
 
     /// Whether Bus Master Enable is set: without it the function must not DMA.
@@ -92,8 +96,20 @@ impl<F: Function> Endpoint<F> {
     /// An endpoint of shape `layout` around the device model `function` built on `bus`.
     pub fn new(layout: Layout, bus: Bus, function: F) -> Self {
         let msix = MsixTable::new(bus.irqs.count() as u16, layout.msix_pba_offset);
-        let Layout { config, bars, msix_bar, .. } = layout;
-        Endpoint { config, bars, msix_bar, msix, bus, function }
+        let Layout {
+            config,
+            bars,
+            msix_bar,
+            ..
+        } = layout;
+        Endpoint {
+            config,
+            bars,
+            msix_bar,
+            msix,
+            bus,
+            function,
+        }
     }
 
     /// The device model.
@@ -122,7 +138,9 @@ impl<F: Function> Endpoint<F> {
 
     fn after_config_write(&mut self) {
         let cmd = self.config.regs().u16(offset::COMMAND);
-        self.bus.bus_master.store(cmd & command::BUS_MASTER != 0, Ordering::Release);
+        self.bus
+            .bus_master
+            .store(cmd & command::BUS_MASTER != 0, Ordering::Release);
     }
 
     fn power_on(&mut self) {
@@ -139,17 +157,25 @@ impl<F: Function> Device for Endpoint<F> {
     }
 
     fn region(&self, index: u32) -> Result<RegionDescription, Errno> {
-        let rw = |size| RegionDescription { size, readable: true, writable: true };
+        let rw = |size| RegionDescription {
+            size,
+            readable: true,
+            writable: true,
+        };
         match index {
             CONFIG_REGION => Ok(rw(CONFIG_SPACE_SIZE as u64)),
-            i if i < NUM_REGIONS => Ok(self.bar(i).map_or(RegionDescription::default(), |b| rw(b.size))),
+            i if i < NUM_REGIONS => Ok(self
+                .bar(i)
+                .map_or(RegionDescription::default(), |b| rw(b.size))),
             _ => Err(Errno::INVAL),
         }
     }
 
     fn irq(&self, index: u32) -> Result<IrqDescription, Errno> {
         match index {
-            MSIX_IRQ_INDEX => Ok(IrqDescription { count: self.bus.irqs.count() }),
+            MSIX_IRQ_INDEX => Ok(IrqDescription {
+                count: self.bus.irqs.count(),
+            }),
             i if i < NUM_IRQS => Ok(IrqDescription { count: 0 }),
             _ => Err(Errno::INVAL),
         }
@@ -194,7 +220,10 @@ impl<F: Function> Device for Endpoint<F> {
 
     fn dma_map(&mut self, request: DmaMapRequest, fd: Option<OwnedFd>) -> Result<(), Errno> {
         self.bus.mem.map(&request, fd).map_err(|e| {
-            warn!("DMA_MAP 0x{:x}+0x{:x} refused: {e}", request.address, request.size);
+            warn!(
+                "DMA_MAP 0x{:x}+0x{:x} refused: {e}",
+                request.address, request.size
+            );
             e.errno()
         })
     }

@@ -15,7 +15,10 @@ pub struct MsixTable {
 impl MsixTable {
     /// A power-on table; the PBA follows at `pba_offset` in the same BAR.
     pub fn new(vectors: u16, pba_offset: u64) -> Self {
-        let mut t = MsixTable { table: vec![0; usize::from(vectors) * TABLE_ENTRY_SIZE as usize], pba_offset };
+        let mut t = MsixTable {
+            table: vec![0; usize::from(vectors) * TABLE_ENTRY_SIZE as usize],
+            pba_offset,
+        };
         t.reset();
         t
     }
@@ -36,7 +39,9 @@ impl MsixTable {
                 *b
             } else if at >= self.pba_offset {
                 let first = ((at - self.pba_offset) * 8) as u32;
-                (0..8).filter(|bit| irqs.pending(first + bit)).fold(0, |acc, bit| acc | (1 << bit))
+                (0..8)
+                    .filter(|bit| irqs.pending(first + bit))
+                    .fold(0, |acc, bit| acc | (1 << bit))
             } else {
                 0
             };

@@ -61,7 +61,10 @@ impl GuestMemory {
         let backing = match fd {
             Some(fd) => {
                 let mapping = Mapping::new(&fd, request.fd_offset, request.size, request.writable)?;
-                Backing::Mapped { mapping: Arc::new(mapping), offset: 0 }
+                Backing::Mapped {
+                    mapping: Arc::new(mapping),
+                    offset: 0,
+                }
             }
             None => Backing::Remote,
         };
@@ -75,7 +78,11 @@ impl GuestMemory {
         let remote = matches!(region.backing, Backing::Remote);
         let offset = if remote { 0 } else { request.fd_offset };
         self.inner.table.write().unwrap().insert(region, offset)?;
-        let how = if remote { "without fd (DMA_READ/DMA_WRITE)" } else { "mapped with fd" };
+        let how = if remote {
+            "without fd (DMA_READ/DMA_WRITE)"
+        } else {
+            "mapped with fd"
+        };
         debug!("DMA_MAP 0x{:x}+0x{:x} {how}", request.address, request.size);
         Ok(())
     }
@@ -120,7 +127,12 @@ impl GuestMemory {
     }
 
     fn port(&self, gpa: Gpa) -> Result<DmaPort, MemError> {
-        self.inner.port.read().unwrap().clone().ok_or(MemError::NoClient(gpa))
+        self.inner
+            .port
+            .read()
+            .unwrap()
+            .clone()
+            .ok_or(MemError::NoClient(gpa))
     }
 
     /// Walks `[gpa, gpa + len)` region by region, calling `f(region, gpa, range in buffer)`.
@@ -133,7 +145,9 @@ impl GuestMemory {
     ) -> Result<(), MemError> {
         let mut done = 0usize;
         while done < len {
-            let at = gpa.checked_add(done as u64).ok_or(MemError::Unmapped(gpa))?;
+            let at = gpa
+                .checked_add(done as u64)
+                .ok_or(MemError::Unmapped(gpa))?;
             let region = self.region(at, access)?;
             let n = ((region.end() - at.0) as usize).min(len - done);
             f(&region, at, done..done + n)?;
@@ -144,24 +158,40 @@ impl GuestMemory {
 
     /// Reads `buf.len()` bytes at `gpa`.
     pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
-        self.for_each_chunk(gpa, buf.len(), Access::Read, |region, at, range| match &region.backing {
-            Backing::Mapped { mapping, offset } => {
-                let off = offset + (at.0 - region.start.0) as usize;
-                mapping.read(off, &mut buf[range]).then_some(()).ok_or(MemError::Unmapped(at))
-            }
-            Backing::Remote => Ok(self.port(at)?.read(at.0, &mut buf[range])?),
-        })
+        self.for_each_chunk(
+            gpa,
+            buf.len(),
+            Access::Read,
+            |region, at, range| match &region.backing {
+                Backing::Mapped { mapping, offset } => {
+                    let off = offset + (at.0 - region.start.0) as usize;
+                    mapping
+                        .read(off, &mut buf[range])
+                        .then_some(())
+                        .ok_or(MemError::Unmapped(at))
+                }
+                Backing::Remote => Ok(self.port(at)?.read(at.0, &mut buf[range])?),
+            },
+        )
     }
 
     /// Writes `data` at `gpa`.
     pub fn write(&self, gpa: Gpa, data: &[u8]) -> Result<(), MemError> {
-        self.for_each_chunk(gpa, data.len(), Access::Write, |region, at, range| match &region.backing {
-            Backing::Mapped { mapping, offset } => {
-                let off = offset + (at.0 - region.start.0) as usize;
-                mapping.write(off, &data[range]).then_some(()).ok_or(MemError::Denied(at, "write"))
-            }
-            Backing::Remote => Ok(self.port(at)?.write(at.0, &data[range])?),
-        })
+        self.for_each_chunk(
+            gpa,
+            data.len(),
+            Access::Write,
+            |region, at, range| match &region.backing {
+                Backing::Mapped { mapping, offset } => {
+                    let off = offset + (at.0 - region.start.0) as usize;
+                    mapping
+                        .write(off, &data[range])
+                        .then_some(())
+                        .ok_or(MemError::Denied(at, "write"))
+                }
+                Backing::Remote => Ok(self.port(at)?.write(at.0, &data[range])?),
+            },
+        )
     }
 
     /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.

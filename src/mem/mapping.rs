@@ -50,8 +50,15 @@ impl Mapping {
         let len = usize::try_from(len).map_err(|_| MappingError::TooLarge)?;
         let mut options = MmapOptions::new();
         options.offset(offset).len(len);
-        let map = if writable { options.map_raw(fd) } else { options.map_raw_read_only(fd) };
-        Ok(Mapping { map: map.map_err(MappingError::Io)?, writable })
+        let map = if writable {
+            options.map_raw(fd)
+        } else {
+            options.map_raw_read_only(fd)
+        };
+        Ok(Mapping {
+            map: map.map_err(MappingError::Io)?,
+            writable,
+        })
     }
 
     /// Length in bytes.
@@ -80,7 +87,9 @@ impl Mapping {
 
     /// Copies `buf.len()` bytes at `offset` into `buf`. False when out of bounds.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> bool {
-        let Some(src) = self.check(offset, buf.len(), 1) else { return false };
+        let Some(src) = self.check(offset, buf.len(), 1) else {
+            return false;
+        };
         // SAFETY: 1. `src..src+len` lies inside the live mapping (checked by `check`; the
         // mapping lives as long as `self`). 2. `buf` is ordinary Rust memory, which cannot
         // overlap a mapping of guest memory. 3. Bytes the guest changes meanwhile are just bytes:
@@ -91,7 +100,9 @@ impl Mapping {
 
     /// Copies `data` to `offset`. False when out of bounds or read-only.
     pub fn write(&self, offset: usize, data: &[u8]) -> bool {
-        let Some(dst) = self.check(offset, data.len(), 1).filter(|_| self.writable) else { return false };
+        let Some(dst) = self.check(offset, data.len(), 1).filter(|_| self.writable) else {
+            return false;
+        };
         // SAFETY: as in `read`, with the roles swapped; the mapping is writable (checked).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         true

@@ -59,7 +59,12 @@ impl Region {
             },
             Backing::Remote => Backing::Remote,
         };
-        Region { start: Gpa(start), size: end - start, backing, ..*self }
+        Region {
+            start: Gpa(start),
+            size: end - start,
+            backing,
+            ..*self
+        }
     }
 }
 
@@ -118,9 +123,9 @@ impl MapError {
             MapError::Overlap { .. } => Errno::EXIST,
             MapError::NotMapped { .. } => Errno::NOENT,
             MapError::TooMany => Errno::NOSPC,
-            MapError::Mapping(MappingError::Io(e)) => {
-                e.raw_os_error().map_or(Errno::INVAL, Errno::from_raw_os_error)
-            }
+            MapError::Mapping(MappingError::Io(e)) => e
+                .raw_os_error()
+                .map_or(Errno::INVAL, Errno::from_raw_os_error),
             MapError::Mapping(_) => Errno::INVAL,
         }
     }
@@ -129,7 +134,11 @@ impl MapError {
 /// Checks that `[address, address + size)` is a non-empty, page-aligned, non-wrapping range.
 fn check_range(address: u64, size: u64, offset: u64) -> Result<u64, MapError> {
     if (address | size | offset) % PAGE_SIZE != 0 {
-        return Err(MapError::Unaligned { address, size, offset });
+        return Err(MapError::Unaligned {
+            address,
+            size,
+            offset,
+        });
     }
     match address.checked_add(size) {
         Some(end) if size != 0 => Ok(end),
@@ -149,7 +158,11 @@ impl MapTable {
         let (address, size) = (region.start.0, region.size);
         let end = check_range(address, size, fd_offset)?;
         if let Some(existing) = self.overlapping(address, end).next() {
-            return Err(MapError::Overlap { address, size, existing: existing.start });
+            return Err(MapError::Overlap {
+                address,
+                size,
+                existing: existing.start,
+            });
         }
         if self.regions.len() >= MAX_REGIONS {
             return Err(MapError::TooMany);
@@ -172,10 +185,14 @@ impl MapTable {
             let (cut_start, cut_end) = (address.max(region.start.0), end.min(region.end()));
             removed += cut_end - cut_start;
             if region.start.0 < cut_start {
-                self.regions.insert(region.start.0, Arc::new(region.slice(region.start.0, cut_start)));
+                self.regions.insert(
+                    region.start.0,
+                    Arc::new(region.slice(region.start.0, cut_start)),
+                );
             }
             if cut_end < region.end() {
-                self.regions.insert(cut_end, Arc::new(region.slice(cut_end, region.end())));
+                self.regions
+                    .insert(cut_end, Arc::new(region.slice(cut_end, region.end())));
             }
         }
         Ok(removed)
@@ -204,11 +221,19 @@ impl MapTable {
 
     /// Regions intersecting `[start, end)`, in address order.
     fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Arc<Region>> {
-        let first = self.regions.range(..=start).next_back().filter(|(_, r)| r.end() > start);
+        let first = self
+            .regions
+            .range(..=start)
+            .next_back()
+            .filter(|(_, r)| r.end() > start);
         let first_key = first.map(|(k, _)| *k);
         first
             .into_iter()
-            .chain(self.regions.range(start..end).filter(move |(k, _)| Some(**k) != first_key))
+            .chain(
+                self.regions
+                    .range(start..end)
+                    .filter(move |(k, _)| Some(**k) != first_key),
+            )
             .map(|(_, r)| r)
     }
 }
@@ -218,7 +243,13 @@ mod tests {
     use super::*;
 
     fn remote(start: u64, size: u64) -> Region {
-        Region { start: Gpa(start), size, readable: true, writable: true, backing: Backing::Remote }
+        Region {
+            start: Gpa(start),
+            size,
+            readable: true,
+            writable: true,
+            backing: Backing::Remote,
+        }
     }
 
     #[test]
@@ -235,10 +266,20 @@ mod tests {
     #[test]
     fn test_insert_bad_ranges_return_einval() {
         let mut t = MapTable::default();
-        for (a, s, o) in [(0x1000, 0, 0), (0x1001, 0x1000, 0), (0x1000, 0x800, 0), (0, 0x1000, 1)] {
+        for (a, s, o) in [
+            (0x1000, 0, 0),
+            (0x1001, 0x1000, 0),
+            (0x1000, 0x800, 0),
+            (0, 0x1000, 1),
+        ] {
             assert_eq!(t.insert(remote(a, s), o).unwrap_err().errno(), Errno::INVAL);
         }
-        assert_eq!(t.insert(remote(u64::MAX - 0xfff, 0x2000), 0).unwrap_err().errno(), Errno::INVAL);
+        assert_eq!(
+            t.insert(remote(u64::MAX - 0xfff, 0x2000), 0)
+                .unwrap_err()
+                .errno(),
+            Errno::INVAL
+        );
     }
 
     #[test]

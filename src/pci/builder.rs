@@ -39,7 +39,14 @@ impl ConfigBuilder {
     pub fn new(id: &Identity) -> Self {
         let mut regs = Registers::default();
         define_header(&mut regs, id);
-        ConfigBuilder { regs, hooks: Vec::new(), next_std: FIRST_CAP, last_std: None, next_ext: FIRST_EXT_CAP, last_ext: None }
+        ConfigBuilder {
+            regs,
+            hooks: Vec::new(),
+            next_std: FIRST_CAP,
+            last_std: None,
+            next_ext: FIRST_EXT_CAP,
+            last_ext: None,
+        }
     }
 
     /// Adds a memory BAR.
@@ -78,7 +85,8 @@ impl ConfigBuilder {
         if end > CONFIG_SPACE_SIZE {
             return Err(LayoutError::ExtSpaceFull);
         }
-        self.regs.define::<4>(base, ext_header(cap.id(), cap.version(), 0).into(), 0, 0);
+        self.regs
+            .define::<4>(base, ext_header(cap.id(), cap.version(), 0).into(), 0, 0);
         cap.define(&mut self.regs, base);
         if let Some(prev) = self.last_ext {
             let header = self.regs.u32(prev);
@@ -92,7 +100,10 @@ impl ConfigBuilder {
 
     fn push_hook(&mut self, hook: Option<fn(&mut Registers, usize)>, base: usize, end: usize) {
         if let Some(after_write) = hook {
-            self.hooks.push(WriteHook { range: base..end, after_write });
+            self.hooks.push(WriteHook {
+                range: base..end,
+                after_write,
+            });
         }
     }
 

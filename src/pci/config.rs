@@ -20,14 +20,21 @@ pub struct Registers {
 
 impl std::fmt::Debug for Registers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registers").field("vendor", &self.u16(0)).field("device", &self.u16(2)).finish()
+        f.debug_struct("Registers")
+            .field("vendor", &self.u16(0))
+            .field("device", &self.u16(2))
+            .finish()
     }
 }
 
 impl Default for Registers {
     fn default() -> Self {
         let zero = || Box::new([0u8; CONFIG_SPACE_SIZE]);
-        Registers { data: zero(), wmask: zero(), w1c: zero() }
+        Registers {
+            data: zero(),
+            wmask: zero(),
+            w1c: zero(),
+        }
     }
 }
 
@@ -99,7 +106,11 @@ pub struct ConfigSpace {
 impl ConfigSpace {
     /// A configuration space whose power-on state is `regs`.
     pub fn new(regs: Registers, hooks: Vec<WriteHook>) -> Self {
-        ConfigSpace { power_on: regs.clone(), regs, hooks }
+        ConfigSpace {
+            power_on: regs.clone(),
+            regs,
+            hooks,
+        }
     }
 
     fn range(offset: u64, len: usize) -> Result<Range<usize>, OutOfRange> {

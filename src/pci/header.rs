@@ -116,7 +116,12 @@ pub fn define_header(regs: &mut Registers, id: &Identity) {
     regs.define::<2>(VENDOR_ID, id.vendor_id.into(), 0, 0);
     regs.define::<2>(DEVICE_ID, id.device_id.into(), 0, 0);
     regs.define::<2>(COMMAND, 0, command::WRITABLE.into(), 0);
-    regs.define::<2>(STATUS, status::CAP_LIST.into(), 0, status::ERRORS_W1C.into());
+    regs.define::<2>(
+        STATUS,
+        status::CAP_LIST.into(),
+        0,
+        status::ERRORS_W1C.into(),
+    );
     let class_rev = (id.class_code << 8) | u32::from(id.revision);
     regs.define::<4>(CLASS_REVISION, class_rev.into(), 0, 0);
     regs.define::<1>(CACHE_LINE_SIZE, 0, 0xff, 0);

@@ -11,8 +11,7 @@ use super::device::{Device, DmaMapRequest, DmaUnmapRequest, IrqAction, IrqData, 
 use super::protocol::{
     dma_map_flags, dma_unmap_flags, irq_set_flags, region_flags, Command, DeviceInfo, DmaMap,
     DmaUnmap, IrqInfo, IrqSet, RegionAccess, RegionInfo, VersionBody, DEVICE_FLAGS_PCI,
-    DEVICE_FLAGS_RESET, IRQ_INFO_EVENTFD, MAX_DATA_XFER, MAX_MSG_FDS, VERSION_MAJOR,
-    VERSION_MINOR,
+    DEVICE_FLAGS_RESET, IRQ_INFO_EVENTFD, MAX_DATA_XFER, MAX_MSG_FDS, VERSION_MAJOR, VERSION_MINOR,
 };
 use super::transport::Message;
 
@@ -35,7 +34,11 @@ fn fixed<T: FromBytes + KnownLayout + Immutable>(body: &[u8]) -> Result<(T, &[u8
 
 /// Rejects fds on a command that takes none.
 fn no_fds(fds: &[OwnedFd]) -> Result<(), Errno> {
-    if fds.is_empty() { Ok(()) } else { Err(Errno::INVAL) }
+    if fds.is_empty() {
+        Ok(())
+    } else {
+        Err(Errno::INVAL)
+    }
 }
 
 /// Handles one request from the client.
@@ -70,19 +73,30 @@ fn version(body: &[u8], fds: Vec<OwnedFd>, session: &mut Session) -> Outcome {
     no_fds(&fds)?;
     let (v, rest) = fixed::<VersionBody>(body)?;
     if v.major != VERSION_MAJOR {
-        warn!("client speaks vfio-user {}.{}, we speak {VERSION_MAJOR}.x", v.major, v.minor);
+        warn!(
+            "client speaks vfio-user {}.{}, we speak {VERSION_MAJOR}.x",
+            v.major, v.minor
+        );
         return Err(Errno::NOTSUP);
     }
     session.client_max_xfer = client_max_xfer(rest)?;
     session.negotiated = true;
-    debug!("client version {}.{}, max_data_xfer_size {}", v.major, v.minor, session.client_max_xfer);
+    debug!(
+        "client version {}.{}, max_data_xfer_size {}",
+        v.major, v.minor, session.client_max_xfer
+    );
     let caps = serde_json::json!({ "capabilities": {
         "max_msg_fds": MAX_MSG_FDS,
         "max_data_xfer_size": MAX_DATA_XFER,
         "pgsizes": 4096,
         "max_dma_maps": 65535,
     }});
-    let mut out = VersionBody { major: VERSION_MAJOR, minor: VERSION_MINOR }.as_bytes().to_vec();
+    let mut out = VersionBody {
+        major: VERSION_MAJOR,
+        minor: VERSION_MINOR,
+    }
+    .as_bytes()
+    .to_vec();
     out.extend_from_slice(caps.to_string().as_bytes());
     out.push(0);
     Ok(out)
@@ -124,13 +138,19 @@ fn dma_unmap(body: &[u8], device: &mut dyn Device) -> Outcome {
         return Err(Errno::INVAL);
     }
     let request = match u.flags {
-        0 => DmaUnmapRequest::Range { address: u.address, size: u.size },
+        0 => DmaUnmapRequest::Range {
+            address: u.address,
+            size: u.size,
+        },
         dma_unmap_flags::ALL if u.address == 0 && u.size == 0 => DmaUnmapRequest::All,
         f if f & dma_unmap_flags::GET_DIRTY_BITMAP != 0 => return Err(Errno::NOTSUP),
         _ => return Err(Errno::INVAL),
     };
     device.dma_unmap(request)?;
-    let reply = DmaUnmap { argsz: size_of::<DmaUnmap>() as u32, ..u };
+    let reply = DmaUnmap {
+        argsz: size_of::<DmaUnmap>() as u32,
+        ..u
+    };
     Ok(reply.as_bytes().to_vec())
 }
 
@@ -142,7 +162,14 @@ fn device_info(body: &[u8], device: &mut dyn Device) -> Outcome {
     let (num_regions, num_irqs) = device.counts();
     let flags = DEVICE_FLAGS_PCI | DEVICE_FLAGS_RESET;
     let argsz = size_of::<DeviceInfo>() as u32;
-    Ok(DeviceInfo { argsz, flags, num_regions, num_irqs }.as_bytes().to_vec())
+    Ok(DeviceInfo {
+        argsz,
+        flags,
+        num_regions,
+        num_irqs,
+    }
+    .as_bytes()
+    .to_vec())
 }
 
 fn region_info(body: &[u8], device: &mut dyn Device) -> Outcome {
@@ -159,7 +186,14 @@ fn region_info(body: &[u8], device: &mut dyn Device) -> Outcome {
         flags |= region_flags::WRITE;
     }
     let argsz = size_of::<RegionInfo>() as u32;
-    let reply = RegionInfo { argsz, flags, index: info.index, cap_offset: 0, size: region.size, offset: 0 };
+    let reply = RegionInfo {
+        argsz,
+        flags,
+        index: info.index,
+        cap_offset: 0,
+        size: region.size,
+        offset: 0,
+    };
     Ok(reply.as_bytes().to_vec())
 }
 
@@ -170,7 +204,14 @@ fn irq_info(body: &[u8], device: &mut dyn Device) -> Outcome {
     }
     let irq = device.irq(info.index)?;
     let argsz = size_of::<IrqInfo>() as u32;
-    Ok(IrqInfo { argsz, flags: IRQ_INFO_EVENTFD, index: info.index, count: irq.count }.as_bytes().to_vec())
+    Ok(IrqInfo {
+        argsz,
+        flags: IRQ_INFO_EVENTFD,
+        index: info.index,
+        count: irq.count,
+    }
+    .as_bytes()
+    .to_vec())
 }
 
 fn set_irqs(body: &[u8], fds: Vec<OwnedFd>, device: &mut dyn Device) -> Outcome {
@@ -201,7 +242,13 @@ fn set_irqs(body: &[u8], fds: Vec<OwnedFd>, device: &mut dyn Device) -> Outcome 
         }
         _ => return Err(Errno::INVAL),
     };
-    device.set_irqs(IrqSetRequest { index: s.index, start: s.start, count: s.count, action, data })?;
+    device.set_irqs(IrqSetRequest {
+        index: s.index,
+        start: s.start,
+        count: s.count,
+        action,
+        data,
+    })?;
     Ok(Vec::new())
 }
 

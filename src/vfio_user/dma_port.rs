@@ -77,7 +77,9 @@ pub struct DmaPort {
 
 impl std::fmt::Debug for DmaPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaPort").field("max_xfer", &self.inner.max_xfer).finish()
+        f.debug_struct("DmaPort")
+            .field("max_xfer", &self.inner.max_xfer)
+            .finish()
     }
 }
 
@@ -86,7 +88,14 @@ impl DmaPort {
     pub fn new(writer: Arc<Mutex<UnixStream>>, reader: ThreadId, max_xfer: usize) -> Self {
         let max_xfer = max_xfer.clamp(1, MAX_DATA_XFER.min(DMA_CHUNK));
         let pending = Mutex::new(Pending::default());
-        DmaPort { inner: Arc::new(Inner { writer, pending, reader, max_xfer }) }
+        DmaPort {
+            inner: Arc::new(Inner {
+                writer,
+                pending,
+                reader,
+                max_xfer,
+            }),
+        }
     }
 
     /// Reads guest memory at `address` into `buf`.
@@ -112,7 +121,13 @@ impl DmaPort {
 
     /// Hands a reply to the request waiting for it. Returns false for a reply to nothing.
     pub fn complete(&self, reply: Message) -> bool {
-        let waiter = self.inner.pending.lock().unwrap().waiters.remove(&reply.header.msg_id);
+        let waiter = self
+            .inner
+            .pending
+            .lock()
+            .unwrap()
+            .waiters
+            .remove(&reply.header.msg_id);
         match waiter {
             Some(tx) => {
                 // The waiter may have timed out and gone; that is not the client's fault.
@@ -153,10 +168,29 @@ impl DmaPort {
             return Err(DmaPortError::WouldDeadlock);
         }
         let (msg_id, rx) = self.register()?;
-        debug!("{} 0x{address:x}+0x{count:x}", if command == Command::DmaRead { "DMA_READ" } else { "DMA_WRITE" });
-        let header = Header { msg_id, command: command as u16, flags: header_flags::TYPE_REQUEST, ..Default::default() };
-        let access = DmaAccess { address, count: count as u64 };
-        let sent = send_message(&self.inner.writer.lock().unwrap(), header, &[access.as_bytes(), data]);
+        debug!(
+            "{} 0x{address:x}+0x{count:x}",
+            if command == Command::DmaRead {
+                "DMA_READ"
+            } else {
+                "DMA_WRITE"
+            }
+        );
+        let header = Header {
+            msg_id,
+            command: command as u16,
+            flags: header_flags::TYPE_REQUEST,
+            ..Default::default()
+        };
+        let access = DmaAccess {
+            address,
+            count: count as u64,
+        };
+        let sent = send_message(
+            &self.inner.writer.lock().unwrap(),
+            header,
+            &[access.as_bytes(), data],
+        );
         if let Err(e) = sent {
             self.inner.pending.lock().unwrap().waiters.remove(&msg_id);
             return Err(DmaPortError::Io(e));
@@ -175,7 +209,10 @@ impl DmaPort {
 /// Checks a DMA reply and returns the data that follows its fixed part.
 fn check_reply(reply: &Message, address: u64, want: usize) -> Result<&[u8], DmaPortError> {
     if reply.header.is_error() {
-        return Err(DmaPortError::Refused { address, errno: reply.header.error });
+        return Err(DmaPortError::Refused {
+            address,
+            errno: reply.header.error,
+        });
     }
     let Ok((access, data)) = DmaAccess::read_from_prefix(&reply.body) else {
         return Err(DmaPortError::BadReply { address });
@@ -192,7 +229,10 @@ mod tests {
 
     fn port(reader: ThreadId) -> (DmaPort, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        (DmaPort::new(Arc::new(Mutex::new(ours)), reader, 1 << 20), theirs)
+        (
+            DmaPort::new(Arc::new(Mutex::new(ours)), reader, 1 << 20),
+            theirs,
+        )
     }
 
     #[test]
@@ -207,14 +247,24 @@ mod tests {
         let other = std::thread::spawn(|| ()).thread().id();
         let (port, _peer) = port(other);
         port.close();
-        assert!(matches!(port.write(0, &[1]).unwrap_err(), DmaPortError::Closed));
+        assert!(matches!(
+            port.write(0, &[1]).unwrap_err(),
+            DmaPortError::Closed
+        ));
     }
 
     #[test]
     fn test_reply_to_unknown_id_is_not_taken() {
         let other = std::thread::spawn(|| ()).thread().id();
         let (port, _peer) = port(other);
-        let stray = Message { header: Header { msg_id: 42, ..Default::default() }, body: vec![], fds: vec![] };
+        let stray = Message {
+            header: Header {
+                msg_id: 42,
+                ..Default::default()
+            },
+            body: vec![],
+            fds: vec![],
+        };
         assert!(!port.complete(stray));
     }
 }

@@ -19,7 +19,9 @@ pub const MAX_MESSAGE_SIZE: usize = MAX_DATA_XFER + 64;
 
 /// Header common to every message (spec "Header").
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct Header {
     /// Matches a reply to its request.
     pub msg_id: u16,
@@ -122,9 +124,21 @@ impl TryFrom<u16> for Command {
     fn try_from(value: u16) -> Result<Self, u16> {
         use Command::*;
         const ALL: [Command; 15] = [
-            Version, DmaMap, DmaUnmap, DeviceGetInfo, DeviceGetRegionInfo, DeviceGetRegionIoFds,
-            DeviceGetIrqInfo, DeviceSetIrqs, RegionRead, RegionWrite, DmaRead, DmaWrite,
-            DeviceReset, DirtyPages, RegionWriteMulti,
+            Version,
+            DmaMap,
+            DmaUnmap,
+            DeviceGetInfo,
+            DeviceGetRegionInfo,
+            DeviceGetRegionIoFds,
+            DeviceGetIrqInfo,
+            DeviceSetIrqs,
+            RegionRead,
+            RegionWrite,
+            DmaRead,
+            DmaWrite,
+            DeviceReset,
+            DirtyPages,
+            RegionWriteMulti,
         ];
         ALL.into_iter().find(|c| *c as u16 == value).ok_or(value)
     }

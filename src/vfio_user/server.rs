@@ -86,14 +86,19 @@ fn connection_loop(
                     send_reply(writer, &header, outcome).map_err(TransportError::Io)?;
                 }
                 if session.negotiated && !was_negotiated {
-                    let p = DmaPort::new(writer.clone(), std::thread::current().id(), session.client_max_xfer);
+                    let p = DmaPort::new(
+                        writer.clone(),
+                        std::thread::current().id(),
+                        session.client_max_xfer,
+                    );
                     device.connected(p.clone());
                     *port = Some(p);
                 }
             }
             None => {
                 if !header.no_reply() {
-                    send_reply(writer, &header, Err(rustix::io::Errno::INVAL)).map_err(TransportError::Io)?;
+                    send_reply(writer, &header, Err(rustix::io::Errno::INVAL))
+                        .map_err(TransportError::Io)?;
                 }
             }
         }

@@ -82,11 +82,12 @@ fn recv_exact(
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_MSG_FDS))];
         let mut ancillary = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [IoSliceMut::new(&mut buf[got..])];
-        let msg = match rustix::net::recvmsg(sock, &mut iov, &mut ancillary, RecvFlags::CMSG_CLOEXEC) {
-            Ok(msg) => msg,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let msg =
+            match rustix::net::recvmsg(sock, &mut iov, &mut ancillary, RecvFlags::CMSG_CLOEXEC) {
+                Ok(msg) => msg,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
         for message in ancillary.drain() {
             if let RecvAncillaryMessage::ScmRights(received) = message {
                 fds.extend(received);
@@ -99,7 +100,10 @@ fn recv_exact(
             return Err(if at_boundary && got == 0 {
                 TransportError::Closed
             } else {
-                TransportError::Truncated { got, want: buf.len() }
+                TransportError::Truncated {
+                    got,
+                    want: buf.len(),
+                }
             });
         }
         got += msg.bytes;
@@ -115,10 +119,16 @@ pub fn recv_message(sock: &UnixStream) -> Result<Message, TransportError> {
     let header = Header::read_from_bytes(&raw).expect("header buffer has the header's size");
     let size = header.message_size as usize;
     if size < HEADER_SIZE {
-        return Err(TransportError::ShortSize { size: header.message_size });
+        return Err(TransportError::ShortSize {
+            size: header.message_size,
+        });
     }
     if size > MAX_MESSAGE_SIZE {
-        return Err(TransportError::TooLarge { header, size: header.message_size, max: MAX_MESSAGE_SIZE });
+        return Err(TransportError::TooLarge {
+            header,
+            size: header.message_size,
+            max: MAX_MESSAGE_SIZE,
+        });
     }
     let mut body = vec![0u8; size - HEADER_SIZE];
     recv_exact(sock, &mut body, &mut fds, false)?;

@@ -27,12 +27,24 @@ pub fn spawn_accel() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
         let mut device = accel::endpoint(accel::VENDOR_ID, accel::DEVICE_ID).unwrap();
         vsvm::vfio_user::serve_connection(server, &mut device)
     });
-    (RawClient { sock: client, next_id: 0 }, handle)
+    (
+        RawClient {
+            sock: client,
+            next_id: 0,
+        },
+        handle,
+    )
 }
 
 /// Header of a request.
 pub fn request(msg_id: u16, command: u16, flags: u32) -> Header {
-    Header { msg_id, command, message_size: 0, flags, error: 0 }
+    Header {
+        msg_id,
+        command,
+        message_size: 0,
+        flags,
+        error: 0,
+    }
 }
 
 impl RawClient {
@@ -54,7 +66,13 @@ impl RawClient {
         if !fds.is_empty() {
             assert!(ancillary.push(SendAncillaryMessage::ScmRights(fds)));
         }
-        rustix::net::sendmsg(&self.sock, &[IoSlice::new(&bytes)], &mut ancillary, SendFlags::empty()).unwrap();
+        rustix::net::sendmsg(
+            &self.sock,
+            &[IoSlice::new(&bytes)],
+            &mut ancillary,
+            SendFlags::empty(),
+        )
+        .unwrap();
         id
     }
 
@@ -73,14 +91,19 @@ impl RawClient {
         let id = self.send(command as u16, header_flags::TYPE_REQUEST, body, fds);
         let reply = self.recv();
         assert_eq!(reply.header.msg_id, id);
-        assert_eq!(reply.header.flags & header_flags::TYPE_MASK, header_flags::TYPE_REPLY);
+        assert_eq!(
+            reply.header.flags & header_flags::TYPE_MASK,
+            header_flags::TYPE_REPLY
+        );
         reply
     }
 
     /// VERSION handshake as QEMU does it.
     pub fn negotiate(&mut self) -> Message {
         let mut body = VersionBody { major: 0, minor: 0 }.as_bytes().to_vec();
-        body.extend_from_slice(br#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#);
+        body.extend_from_slice(
+            br#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#,
+        );
         body.push(0);
         let reply = self.call(Command::Version, &body);
         assert!(!reply.header.is_error(), "VERSION refused");
@@ -90,6 +113,9 @@ impl RawClient {
 
 /// The errno of an error reply (panics on success).
 pub fn errno(reply: &Message) -> i32 {
-    assert!(reply.header.is_error(), "expected an error reply, got success");
+    assert!(
+        reply.header.is_error(),
+        "expected an error reply, got success"
+    );
     reply.header.error as i32
 }

@@ -63,7 +63,10 @@ impl ExtCapability for AtsCapability {
     }
 
     fn define(&self, regs: &mut Registers, base: usize) {
-        let cap = AtsCap::new().with_queue_depth(0).with_page_aligned(true).with_global_invalidate(true);
+        let cap = AtsCap::new()
+            .with_queue_depth(0)
+            .with_page_aligned(true)
+            .with_global_invalidate(true);
         regs.define::<2>(base + 4, cap.into_bits().into(), 0, 0);
         let writable = AtsControl::new().with_stu(0x1f).with_enable(true);
         regs.define::<2>(base + 6, 0, writable.into_bits().into(), 0);

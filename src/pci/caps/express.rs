@@ -99,7 +99,9 @@ impl Capability for ExpressCapability {
         regs.define::<4>(base + reg::LNKCAP, LINK_SPEED_WIDTH, 0, 0);
         regs.define::<2>(base + reg::LNKCTL, 0, 0x00c3, 0);
         regs.define::<2>(base + reg::LNKSTA, LINK_SPEED_WIDTH, 0, 0);
-        let devcap2 = DevCap2::new().with_ee_prefix(true).with_completion_timeout_disable(true);
+        let devcap2 = DevCap2::new()
+            .with_ee_prefix(true)
+            .with_completion_timeout_disable(true);
         regs.define::<4>(base + reg::DEVCAP2, devcap2.into_bits().into(), 0, 0);
         regs.define::<2>(base + reg::DEVCTL2, 0, 0x001f, 0);
         regs.define::<4>(base + reg::LNKCAP2, LNKCAP2_SPEEDS, 0, 0);

@@ -60,9 +60,26 @@ impl Capability for MsixCapability {
 
     fn define(&self, regs: &mut Registers, base: usize) {
         let control = MsixControl::new().with_table_size(self.vectors - 1);
-        let writable = MsixControl::new().with_function_mask(true).with_enable(true);
-        regs.define::<2>(base + 2, control.into_bits().into(), writable.into_bits().into(), 0);
-        regs.define::<4>(base + 4, (self.table_offset | u32::from(self.table_bar)).into(), 0, 0);
-        regs.define::<4>(base + 8, (self.pba_offset | u32::from(self.pba_bar)).into(), 0, 0);
+        let writable = MsixControl::new()
+            .with_function_mask(true)
+            .with_enable(true);
+        regs.define::<2>(
+            base + 2,
+            control.into_bits().into(),
+            writable.into_bits().into(),
+            0,
+        );
+        regs.define::<4>(
+            base + 4,
+            (self.table_offset | u32::from(self.table_bar)).into(),
+            0,
+            0,
+        );
+        regs.define::<4>(
+            base + 8,
+            (self.pba_offset | u32::from(self.pba_bar)).into(),
+            0,
+            0,
+        );
     }
 }

@@ -67,9 +67,15 @@ impl ExtCapability for PasidCapability {
     }
 
     fn define(&self, regs: &mut Registers, base: usize) {
-        let cap = PasidCap::new().with_exec(true).with_privileged(true).with_max_width(self.width);
+        let cap = PasidCap::new()
+            .with_exec(true)
+            .with_privileged(true)
+            .with_max_width(self.width);
         regs.define::<2>(base + 4, cap.into_bits().into(), 0, 0);
-        let writable = PasidControl::new().with_enable(true).with_exec(true).with_privileged(true);
+        let writable = PasidControl::new()
+            .with_enable(true)
+            .with_exec(true)
+            .with_privileged(true);
         regs.define::<2>(base + 6, 0, writable.into_bits().into(), 0);
     }
 }

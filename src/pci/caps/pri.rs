@@ -95,9 +95,18 @@ impl ExtCapability for PriCapability {
     fn define(&self, regs: &mut Registers, base: usize) {
         let control_rw = PriControl::new().with_enable(true);
         regs.define::<2>(base + reg::CONTROL, 0, control_rw.into_bits().into(), 0);
-        let status = PriStatus::new().with_stopped(true).with_prg_response_pasid_required(true);
-        let w1c = PriStatus::new().with_response_failure(true).with_unexpected_prg_index(true);
-        regs.define::<2>(base + reg::STATUS, status.into_bits().into(), 0, w1c.into_bits().into());
+        let status = PriStatus::new()
+            .with_stopped(true)
+            .with_prg_response_pasid_required(true);
+        let w1c = PriStatus::new()
+            .with_response_failure(true)
+            .with_unexpected_prg_index(true);
+        regs.define::<2>(
+            base + reg::STATUS,
+            status.into_bits().into(),
+            0,
+            w1c.into_bits().into(),
+        );
         regs.define::<4>(base + reg::CAPACITY, self.capacity.into(), 0, 0);
         regs.define::<4>(base + reg::ALLOCATION, 0, 0xffff_ffff, 0);
     }
