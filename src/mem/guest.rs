@@ -1,6 +1,12 @@
 //! Guest memory as a device sees it: the map table plus the client port for maps without fd.
 //! Every access is bounds-checked against the table; nothing outside a map is ever touched.
+//!
+//! The table is copy-on-write: DMA_MAP/UNMAP build a new table and swap it in, and an access
+//! works on a snapshot ([`MemView`]) taken without holding any lock. A walk that reads many
+//! table entries takes one snapshot, and an unmap racing with it never blocks on it (nor on a
+//! DMA_READ the walk is waiting for, which the unmapping thread itself would have to deliver).
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
 
@@ -34,7 +40,7 @@ pub enum MemError {
 
 #[derive(Debug, Default)]
 struct Inner {
-    table: RwLock<MapTable>,
+    table: RwLock<Arc<MapTable>>,
     port: RwLock<Option<DmaPort>>,
 }
 
@@ -56,6 +62,18 @@ impl GuestMemory {
         Self::default()
     }
 
+    /// Replaces the table with `f(copy of the table)` (copy-on-write).
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut MapTable) -> Result<T, MapError>,
+    ) -> Result<T, MapError> {
+        let mut slot = self.inner.table.write().unwrap();
+        let mut table = MapTable::clone(&slot);
+        let out = f(&mut table)?;
+        *slot = Arc::new(table);
+        Ok(out)
+    }
+
     /// Adds a DMA_MAP region; with an fd it is mapped into the server.
     pub fn map(&self, request: &DmaMapRequest, fd: Option<OwnedFd>) -> Result<(), MapError> {
         let backing = match fd {
@@ -68,6 +86,7 @@ impl GuestMemory {
             }
             None => Backing::Remote,
         };
+        let remote = matches!(backing, Backing::Remote);
         let region = Region {
             start: Gpa(request.address),
             size: request.size,
@@ -75,9 +94,8 @@ impl GuestMemory {
             writable: request.writable,
             backing,
         };
-        let remote = matches!(region.backing, Backing::Remote);
         let offset = if remote { 0 } else { request.fd_offset };
-        self.inner.table.write().unwrap().insert(region, offset)?;
+        self.update(|t| t.insert(region, offset))?;
         let how = if remote {
             "without fd (DMA_READ/DMA_WRITE)"
         } else {
@@ -89,19 +107,17 @@ impl GuestMemory {
 
     /// Removes DMA_UNMAP'ed ranges. Accesses in flight keep their mapping alive until done.
     pub fn unmap(&self, request: &DmaUnmapRequest) -> Result<(), MapError> {
-        let mut table = self.inner.table.write().unwrap();
         match *request {
-            DmaUnmapRequest::All => table.clear(),
+            DmaUnmapRequest::All => self.update(|t| Ok(t.clear())),
             DmaUnmapRequest::Range { address, size } => {
-                table.remove(address, size)?;
+                self.update(|t| t.remove(address, size).map(|_| ()))
             }
         }
-        Ok(())
     }
 
     /// Forgets every map and the client (disconnect).
     pub fn clear(&self) {
-        self.inner.table.write().unwrap().clear();
+        *self.inner.table.write().unwrap() = Arc::default();
         *self.inner.port.write().unwrap() = None;
     }
 
@@ -115,24 +131,71 @@ impl GuestMemory {
         self.inner.table.read().unwrap().len()
     }
 
-    /// The region containing `gpa`, checked for `access`.
-    fn region(&self, gpa: Gpa, access: Access) -> Result<Arc<Region>, MemError> {
-        let table = self.inner.table.read().unwrap();
-        let region = table.find(gpa).ok_or(MemError::Unmapped(gpa))?;
-        match access {
-            Access::Read if !region.readable => Err(MemError::Denied(gpa, "read")),
-            Access::Write if !region.writable => Err(MemError::Denied(gpa, "write")),
-            _ => Ok(region.clone()),
+    /// A snapshot of the maps for a series of accesses (a table walk, a copy).
+    pub fn view(&self) -> MemView {
+        MemView {
+            table: self.inner.table.read().unwrap().clone(),
+            port: self.inner.port.read().unwrap().clone(),
+            last: RefCell::new(None),
         }
     }
 
-    fn port(&self, gpa: Gpa) -> Result<DmaPort, MemError> {
-        self.inner
-            .port
-            .read()
-            .unwrap()
-            .clone()
-            .ok_or(MemError::NoClient(gpa))
+    /// Reads `buf.len()` bytes at `gpa`.
+    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
+        self.view().read(gpa, buf)
+    }
+
+    /// Writes `data` at `gpa`.
+    pub fn write(&self, gpa: Gpa, data: &[u8]) -> Result<(), MemError> {
+        self.view().write(gpa, data)
+    }
+
+    /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.
+    pub fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
+        self.view().read_u64(gpa)
+    }
+
+    /// One aligned 64-bit store: atomic when mapped.
+    pub fn write_u64(&self, gpa: Gpa, value: u64) -> Result<(), MemError> {
+        self.view().write_u64(gpa, value)
+    }
+}
+
+/// A consistent snapshot of guest memory's maps. Holds no lock; remembers the last region hit,
+/// since table walks and copies touch the same region again and again.
+#[derive(Debug)]
+pub struct MemView {
+    table: Arc<MapTable>,
+    port: Option<DmaPort>,
+    last: RefCell<Option<Arc<Region>>>,
+}
+
+impl MemView {
+    /// The region containing `gpa`, checked for `access`.
+    fn region(&self, gpa: Gpa, access: Access) -> Result<Arc<Region>, MemError> {
+        let cached = self
+            .last
+            .borrow()
+            .as_ref()
+            .filter(|r| r.start <= gpa && gpa.0 < r.end())
+            .cloned();
+        let region = match cached {
+            Some(r) => r,
+            None => {
+                let r = self.table.find(gpa).ok_or(MemError::Unmapped(gpa))?.clone();
+                *self.last.borrow_mut() = Some(r.clone());
+                r
+            }
+        };
+        match access {
+            Access::Read if !region.readable => Err(MemError::Denied(gpa, "read")),
+            Access::Write if !region.writable => Err(MemError::Denied(gpa, "write")),
+            _ => Ok(region),
+        }
+    }
+
+    fn port(&self, gpa: Gpa) -> Result<&DmaPort, MemError> {
+        self.port.as_ref().ok_or(MemError::NoClient(gpa))
     }
 
     /// Walks `[gpa, gpa + len)` region by region, calling `f(region, gpa, range in buffer)`.
@@ -194,17 +257,26 @@ impl GuestMemory {
         )
     }
 
-    /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.
-    pub fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
+    /// The mapping and offset of the aligned u64 at `gpa`, or `None` for a remote region.
+    fn word(&self, gpa: Gpa, access: Access) -> Result<(Arc<Region>, Option<usize>), MemError> {
         if gpa.0 % 8 != 0 {
             return Err(MemError::Unaligned(gpa));
         }
-        let region = self.region(gpa, Access::Read)?;
-        match &region.backing {
-            Backing::Mapped { mapping, offset } => mapping
-                .load_u64(offset + (gpa.0 - region.start.0) as usize)
+        let region = self.region(gpa, access)?;
+        let offset = match &region.backing {
+            Backing::Mapped { offset, .. } => Some(offset + (gpa.0 - region.start.0) as usize),
+            Backing::Remote => None,
+        };
+        Ok((region, offset))
+    }
+
+    /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.
+    pub fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
+        match self.word(gpa, Access::Read)? {
+            (region, Some(off)) => mapping_of(&region)
+                .load_u64(off)
                 .ok_or(MemError::Unmapped(gpa)),
-            Backing::Remote => {
+            (_, None) => {
                 let mut bytes = [0u8; 8];
                 self.port(gpa)?.read(gpa.0, &mut bytes)?;
                 Ok(u64::from_le_bytes(bytes))
@@ -214,15 +286,132 @@ impl GuestMemory {
 
     /// One aligned 64-bit store: atomic when mapped.
     pub fn write_u64(&self, gpa: Gpa, value: u64) -> Result<(), MemError> {
-        if gpa.0 % 8 != 0 {
-            return Err(MemError::Unaligned(gpa));
-        }
-        let region = self.region(gpa, Access::Write)?;
-        match &region.backing {
-            Backing::Mapped { mapping, offset } => mapping
-                .store_u64(offset + (gpa.0 - region.start.0) as usize, value)
+        match self.word(gpa, Access::Write)? {
+            (region, Some(off)) => mapping_of(&region)
+                .store_u64(off, value)
                 .ok_or(MemError::Denied(gpa, "write")),
-            Backing::Remote => Ok(self.port(gpa)?.write(gpa.0, &value.to_le_bytes())?),
+            (_, None) => Ok(self.port(gpa)?.write(gpa.0, &value.to_le_bytes())?),
         }
+    }
+
+    /// Atomically replaces the aligned u64 at `gpa` with `new` if it still holds `current`
+    /// (accessed/dirty updates: the guest may change the entry meanwhile). Returns the value
+    /// found. Without an fd there is no atomic access: read, compare and write through the
+    /// client, which is exact only while the guest does not race with us.
+    pub fn compare_exchange_u64(&self, gpa: Gpa, current: u64, new: u64) -> Result<u64, MemError> {
+        match self.word(gpa, Access::Write)? {
+            (region, Some(off)) => mapping_of(&region)
+                .compare_exchange_u64(off, current, new)
+                .ok_or(MemError::Denied(gpa, "write")),
+            (_, None) => {
+                let found = self.read_u64(gpa)?;
+                if found == current {
+                    self.write_u64(gpa, new)?;
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
+fn mapping_of(region: &Region) -> &Mapping {
+    match &region.backing {
+        Backing::Mapped { mapping, .. } => mapping,
+        Backing::Remote => unreachable!("word() returns an offset only for mapped regions"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guest memory with one memfd-backed map of `size` bytes at `gpa`.
+    fn memfd_memory(gpa: u64, size: u64, writable: bool) -> GuestMemory {
+        let fd = rustix::fs::memfd_create("ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, size).unwrap();
+        let mem = GuestMemory::new();
+        let request = DmaMapRequest {
+            address: gpa,
+            size,
+            fd_offset: 0,
+            readable: true,
+            writable,
+        };
+        mem.map(&request, Some(fd)).unwrap();
+        mem
+    }
+
+    #[test]
+    fn test_bytes_and_words_round_trip() {
+        let mem = memfd_memory(0x10000, 0x2000, true);
+        mem.write(Gpa(0x10ff8), &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+            .unwrap();
+        let mut buf = [0; 10];
+        mem.read(Gpa(0x10ff8), &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(
+            mem.read_u64(Gpa(0x10ff8)).unwrap(),
+            u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8])
+        );
+    }
+
+    #[test]
+    fn test_accesses_outside_maps_fail() {
+        let mem = memfd_memory(0x10000, 0x1000, true);
+        assert!(matches!(
+            mem.read_u64(Gpa(0x11000)),
+            Err(MemError::Unmapped(_))
+        ));
+        assert!(matches!(
+            mem.write(Gpa(0x10ffc), &[0; 8]),
+            Err(MemError::Unmapped(_))
+        ));
+        assert!(matches!(
+            mem.read_u64(Gpa(0x10004)),
+            Err(MemError::Unaligned(_))
+        ));
+        assert!(matches!(
+            mem.read(Gpa(u64::MAX), &mut [0; 2]),
+            Err(MemError::Unmapped(_))
+        ));
+    }
+
+    #[test]
+    fn test_read_only_map_refuses_writes() {
+        let mem = memfd_memory(0, 0x1000, false);
+        assert!(matches!(
+            mem.write_u64(Gpa(0), 1),
+            Err(MemError::Denied(..))
+        ));
+        assert!(matches!(
+            mem.view().compare_exchange_u64(Gpa(0), 0, 1),
+            Err(MemError::Denied(..))
+        ));
+        assert_eq!(mem.read_u64(Gpa(0)).unwrap(), 0);
+    }
+
+    #[test]
+    fn test_compare_exchange_only_replaces_the_expected_value() {
+        let mem = memfd_memory(0, 0x1000, true);
+        let view = mem.view();
+        view.write_u64(Gpa(8), 5).unwrap();
+        assert_eq!(view.compare_exchange_u64(Gpa(8), 4, 9).unwrap(), 5);
+        assert_eq!(view.read_u64(Gpa(8)).unwrap(), 5);
+        assert_eq!(view.compare_exchange_u64(Gpa(8), 5, 9).unwrap(), 5);
+        assert_eq!(view.read_u64(Gpa(8)).unwrap(), 9);
+    }
+
+    #[test]
+    fn test_view_keeps_its_snapshot_across_an_unmap() {
+        let mem = memfd_memory(0, 0x1000, true);
+        mem.write_u64(Gpa(0), 7).unwrap();
+        let view = mem.view();
+        mem.unmap(&DmaUnmapRequest::All).unwrap();
+        assert_eq!(
+            view.read_u64(Gpa(0)).unwrap(),
+            7,
+            "the snapshot still maps it"
+        );
+        assert!(mem.read_u64(Gpa(0)).is_err(), "a new access does not");
     }
 }

@@ -129,4 +129,15 @@ impl Mapping {
         self.atomic_u64(offset)?.store(value, Ordering::Release);
         Some(())
     }
+
+    /// Atomic compare-and-exchange of the aligned u64 at `offset`; returns the value found.
+    /// None when out of bounds or read-only.
+    pub fn compare_exchange_u64(&self, offset: usize, current: u64, new: u64) -> Option<u64> {
+        self.writable.then_some(())?;
+        let cell = self.atomic_u64(offset)?;
+        Some(
+            cell.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+                .unwrap_or_else(|v| v),
+        )
+    }
 }

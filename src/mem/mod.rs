@@ -7,5 +7,5 @@ pub mod mapping;
 pub mod table;
 
 pub use address::Gpa;
-pub use guest::{GuestMemory, MemError};
+pub use guest::{GuestMemory, MemError, MemView};
 pub use table::{MapError, PAGE_SIZE};

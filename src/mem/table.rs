@@ -147,7 +147,7 @@ fn check_range(address: u64, size: u64, offset: u64) -> Result<u64, MapError> {
 }
 
 /// Non-overlapping regions keyed by start address.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MapTable {
     regions: BTreeMap<u64, Arc<Region>>,
 }
