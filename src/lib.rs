@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod mem;
 pub mod pci;
 pub mod vfio_user;
+pub mod vtd;
 
 #[path = "../devices/mod.rs"]
 pub mod devices;
