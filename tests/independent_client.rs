@@ -19,7 +19,7 @@ fn start_server(name: &str) -> PathBuf {
     let listener = vsvm::vfio_user::bind(&path).unwrap();
     std::thread::spawn(move || {
         let mut device = accel::endpoint(accel::VENDOR_ID, accel::DEVICE_ID).unwrap();
-        vsvm::vfio_user::serve(&listener, &mut device)
+        vsvm::vfio_user::serve(&listener, &mut device, &Default::default())
     });
     path
 }

@@ -7,7 +7,7 @@ pub mod regs;
 
 use log::warn;
 
-use crate::endpoint::{Bus, Endpoint, Function, Layout};
+use crate::endpoint::{Bus, Endpoint, Function, Interrupts, Layout};
 use crate::mem::Gpa;
 use crate::pci::caps::ats::AtsCapability;
 use crate::pci::caps::express::ExpressCapability;
@@ -40,6 +40,8 @@ pub const PRI_CAPACITY: u32 = 512;
 /// The accelerator's register file.
 #[derive(Debug)]
 pub struct Accel {
+    scratch: u32,
+    irqs: Interrupts,
     src: u64,
     dst: u64,
     len: u32,
@@ -49,7 +51,10 @@ pub struct Accel {
 impl Accel {
     /// An accelerator whose engine works on `bus`.
     pub fn new(bus: Bus) -> Self {
+        let irqs = bus.irqs.clone();
         Accel {
+            scratch: 0,
+            irqs,
             src: 0,
             dst: 0,
             len: 0,
@@ -70,6 +75,7 @@ impl Accel {
             offset::DMA_LEN => self.len,
             offset::DMA_STATUS => shared.status().into_bits(),
             offset::DMA_DONE => shared.done(),
+            offset::SCRATCH => self.scratch,
             _ => 0,
         }
     }
@@ -84,6 +90,10 @@ impl Accel {
             o if o == offset::DMA_DST + 4 => set_high(&mut self.dst),
             offset::DMA_LEN => self.len = value,
             offset::DMA_CMD => self.command(DmaCmd::from_bits(value)),
+            offset::IRQ_RAISE => {
+                self.irqs.trigger(value);
+            }
+            offset::SCRATCH => self.scratch = value,
             _ => {}
         }
     }
@@ -132,6 +142,7 @@ impl Function for Accel {
     }
 
     fn reset(&mut self) {
+        self.scratch = 0;
         self.src = 0;
         self.dst = 0;
         self.len = 0;

@@ -29,6 +29,10 @@ pub mod offset {
     pub const DMA_STATUS: u64 = 0x028;
     /// DMA_DONE (RO u32).
     pub const DMA_DONE: u64 = 0x02c;
+    /// IRQ_RAISE (WO u32): raise the MSI-X vector written (latency measurements, driver tests).
+    pub const IRQ_RAISE: u64 = 0x030;
+    /// SCRATCH (RW u32): no side effect (a target for timing posted writes).
+    pub const SCRATCH: u64 = 0x034;
 }
 
 /// CAP bits.

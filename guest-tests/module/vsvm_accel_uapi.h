@@ -55,8 +55,31 @@ struct vsvm_accel_copy {
 	__u64 ns;		/* out: START to completion, nanoseconds */
 };
 
+/* vsvm_accel_bench.op: what one timed iteration does */
+#define VSVM_ACCEL_BENCH_READ	0	/* one BAR read (SCRATCH): a full round trip */
+#define VSVM_ACCEL_BENCH_WRITE	1	/* one BAR write (SCRATCH): posted by QEMU */
+#define VSVM_ACCEL_BENCH_IRQ	2	/* write IRQ_RAISE, wait for vector 0 */
+#define VSVM_ACCEL_BENCH_MIXED	3	/* one BAR read, then `work` units of CPU work */
+
+/*
+ * Timing of `iters` iterations of one operation, measured in the guest kernel
+ * around each iteration (ktime_get_ns). Up to VSVM_ACCEL_BENCH_MAX_ITERS.
+ */
+struct vsvm_accel_bench {
+	__u32 op;		/* in: VSVM_ACCEL_BENCH_* */
+	__u32 iters;		/* in: iterations */
+	__u32 work;		/* in: MIXED: CPU work units per iteration */
+	__u32 reserved;
+	__u64 median_ns;	/* out */
+	__u64 p90_ns;		/* out */
+	__u64 min_ns;		/* out */
+	__u64 total_ns;		/* out: all iterations */
+};
+#define VSVM_ACCEL_BENCH_MAX_ITERS	100000
+
 #define VSVM_ACCEL_IOC_MAGIC	0xac
 #define VSVM_ACCEL_IOC_INFO	_IOR(VSVM_ACCEL_IOC_MAGIC, 0, struct vsvm_accel_info)
 #define VSVM_ACCEL_IOC_COPY	_IOWR(VSVM_ACCEL_IOC_MAGIC, 1, struct vsvm_accel_copy)
+#define VSVM_ACCEL_IOC_BENCH	_IOWR(VSVM_ACCEL_IOC_MAGIC, 2, struct vsvm_accel_bench)
 
 #endif /* VSVM_ACCEL_UAPI_H */

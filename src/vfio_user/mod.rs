@@ -4,6 +4,7 @@
 pub mod device;
 pub mod dispatch;
 pub mod dma_port;
+pub mod poll;
 pub mod protocol;
 pub mod server;
 pub mod transport;
@@ -13,4 +14,5 @@ pub use device::{
     RegionDescription,
 };
 pub use dma_port::{DmaPort, DmaPortError};
-pub use server::{bind, serve, serve_connection};
+pub use poll::PollWindow;
+pub use server::{bind, serve, serve_connection, ServerOptions};

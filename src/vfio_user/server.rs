@@ -10,6 +10,7 @@ use log::{debug, info, warn};
 use super::device::Device;
 use super::dispatch::{handle, Session};
 use super::dma_port::DmaPort;
+use super::poll::{spin_until_readable, PollWindow};
 use super::protocol::{header_flags, Header, MessageType};
 use super::transport::{recv_message, send_message, TransportError};
 
@@ -24,13 +25,24 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// How a server runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerOptions {
+    /// Spin this long after each message before sleeping (see [`PollWindow`]).
+    pub poll: PollWindow,
+}
+
 /// Serves clients on `listener` one after another, forever. A client that leaves, or breaks the
 /// protocol, is disconnected and the next one is accepted.
-pub fn serve(listener: &UnixListener, device: &mut dyn Device) -> std::io::Result<()> {
+pub fn serve(
+    listener: &UnixListener,
+    device: &mut dyn Device,
+    options: &ServerOptions,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept()?;
         info!("client connected");
-        match serve_connection(stream, device) {
+        match serve_connection(stream, device, options) {
             Ok(()) | Err(TransportError::Closed) => info!("client disconnected"),
             Err(e) => warn!("client dropped: {e}"),
         }
@@ -38,11 +50,22 @@ pub fn serve(listener: &UnixListener, device: &mut dyn Device) -> std::io::Resul
 }
 
 /// Serves one connection until the client closes it or breaks framing.
-pub fn serve_connection(stream: UnixStream, device: &mut dyn Device) -> Result<(), TransportError> {
+pub fn serve_connection(
+    stream: UnixStream,
+    device: &mut dyn Device,
+    options: &ServerOptions,
+) -> Result<(), TransportError> {
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
     let mut session = Session::default();
     let mut port: Option<DmaPort> = None;
-    let result = connection_loop(&stream, &writer, device, &mut session, &mut port);
+    let result = connection_loop(
+        &stream,
+        &writer,
+        device,
+        &mut session,
+        &mut port,
+        options.poll,
+    );
     if let Some(port) = port {
         port.close();
     }
@@ -56,9 +79,14 @@ fn connection_loop(
     device: &mut dyn Device,
     session: &mut Session,
     port: &mut Option<DmaPort>,
+    poll: PollWindow,
 ) -> Result<(), TransportError> {
+    let mut last_activity = std::time::Instant::now();
     loop {
-        let msg = match recv_message(stream) {
+        spin_until_readable(stream, poll, last_activity);
+        let received = recv_message(stream);
+        last_activity = std::time::Instant::now();
+        let msg = match received {
             Ok(msg) => msg,
             Err(e @ TransportError::TooLarge { header, .. }) => {
                 // The body is not read: framing is lost, so say why and hang up.

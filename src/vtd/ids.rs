@@ -26,7 +26,13 @@ impl SourceId {
 
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus(), self.devfn() >> 3, self.devfn() & 7)
+        write!(
+            f,
+            "{:02x}:{:02x}.{}",
+            self.bus(),
+            self.devfn() >> 3,
+            self.devfn() & 7
+        )
     }
 }
 

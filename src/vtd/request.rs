@@ -20,9 +20,19 @@ pub struct Access {
 
 impl Access {
     /// A user-level read.
-    pub const READ: Access = Access { read: true, write: false, exec: false, privileged: false };
+    pub const READ: Access = Access {
+        read: true,
+        write: false,
+        exec: false,
+        privileged: false,
+    };
     /// A user-level write.
-    pub const WRITE: Access = Access { read: false, write: true, exec: false, privileged: false };
+    pub const WRITE: Access = Access {
+        read: false,
+        write: true,
+        exec: false,
+        privileged: false,
+    };
 }
 
 /// A DMA request as it reaches the remapping hardware.

@@ -36,13 +36,25 @@ pub struct Translator {
 impl Translator {
     /// A translator with empty caches.
     pub fn new(config: VtdConfig) -> Self {
-        Translator { config, caches: Caches::default() }
+        Translator {
+            config,
+            caches: Caches::default(),
+        }
     }
 
     /// Translates `req` with translation enabled (GSTS.TES = 1).
-    pub fn translate(&mut self, _mem: &MemView, _root: RootTable, req: &Request) -> Result<Translation, Fault> {
+    pub fn translate(
+        &mut self,
+        _mem: &MemView,
+        _root: RootTable,
+        req: &Request,
+    ) -> Result<Translation, Fault> {
         let _ = &self.config;
-        Err(Fault { reason: FaultReason::RootEntryNotPresent, request: *req, fpd: false })
+        Err(Fault {
+            reason: FaultReason::RootEntryNotPresent,
+            request: *req,
+            fpd: false,
+        })
     }
 
     /// The caches, for invalidation.

@@ -25,7 +25,7 @@ pub fn spawn_accel() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
     let (client, server) = UnixStream::pair().unwrap();
     let handle = std::thread::spawn(move || {
         let mut device = accel::endpoint(accel::VENDOR_ID, accel::DEVICE_ID).unwrap();
-        vsvm::vfio_user::serve_connection(server, &mut device)
+        vsvm::vfio_user::serve_connection(server, &mut device, &Default::default())
     });
     (
         RawClient {

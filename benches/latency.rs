@@ -1,0 +1,260 @@
+//! MMIO latency benchmark (issue 5): one run measures, side by side,
+//! - a bare UNIX-socket ping-pong between two processes, both blocking, and with the answering
+//!   side spinning — the machine's floor for a round trip;
+//! - inside a real guest (stock QEMU 11 under TCG, our accelerator over vfio-user), BAR reads,
+//!   posted BAR writes, MSI-X round trips and BAR reads mixed with CPU work, for several
+//!   `--poll-us` windows;
+//! - the server's CPU use while the guest is idle.
+//!
+//! Every figure is printed with its ratio to the blocking socket round trip.
+//! Run: `cargo bench --bench latency` (after `scripts/setup`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PING_ROUNDS: usize = 20_000;
+const WINDOWS_US: [u64; 4] = [0, 50, 200, 1000];
+const IDLE_SECONDS: u64 = 10;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("pong") {
+        return pong(Path::new(&args[2]), args[3] == "spin");
+    }
+    let blocking = ping_pong(false);
+    let spinning = ping_pong(true);
+    let base = blocking.as_secs_f64();
+    println!(
+        "socket ping-pong, both sides blocking      {:>9} (1.00)",
+        us(blocking)
+    );
+    println!(
+        "socket ping-pong, answering side spinning  {:>9} ({:.2})",
+        us(spinning),
+        spinning.as_secs_f64() / base
+    );
+    println!();
+    println!(
+        "{:>8} | {:>16} | {:>16} | {:>16} | {:>16} | {:>13}",
+        "poll-us",
+        "BAR read",
+        "posted write",
+        "MSI-X round trip",
+        "read+CPU work",
+        "idle CPU (10s)"
+    );
+    for window in WINDOWS_US {
+        let r = guest_run(window);
+        let cell = |op: &str| {
+            let ns = r.median_ns.get(op).copied().unwrap_or(f64::NAN);
+            format!("{:>7.1} µs ({:.2})", ns / 1000.0, ns / 1e9 / base)
+        };
+        println!(
+            "{:>8} | {} | {} | {} | {} | {:>12.2}%",
+            window,
+            cell("read"),
+            cell("write"),
+            cell("irq"),
+            cell("mixed"),
+            r.idle_cpu_percent
+        );
+    }
+    println!("\nmedians of per-access times measured in the guest kernel; ratios are to the blocking ping-pong");
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+// ---------------------------------------------------------------- socket ping-pong
+
+/// The answering process: echoes 16-byte messages until EOF, blocking or spinning.
+fn pong(path: &Path, spin: bool) {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_nonblocking(spin).unwrap();
+    let mut buf = [0u8; 16];
+    loop {
+        match s.read_exact(&mut buf) {
+            Ok(()) => s.write_all(&buf).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Median round trip of a 16-byte ping-pong with another process.
+fn ping_pong(spin: bool) -> Duration {
+    let path = std::env::temp_dir().join(format!("vsvm-pingpong-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "pong",
+            path.to_str().unwrap(),
+            if spin { "spin" } else { "block" },
+        ])
+        .spawn()
+        .unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut times = Vec::with_capacity(PING_ROUNDS);
+    let mut buf = [0u8; 16];
+    for i in 0..PING_ROUNDS {
+        let t0 = Instant::now();
+        s.write_all(&(i as u128).to_le_bytes()).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        times.push(t0.elapsed());
+    }
+    drop(s);
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[times.len() / 2]
+}
+
+// ---------------------------------------------------------------- guest run
+
+struct GuestResult {
+    median_ns: BTreeMap<String, f64>,
+    idle_cpu_percent: f64,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("VSVM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vsvm-cache"))
+}
+
+/// CPU time (user + system) a process has used, from /proc/PID/stat, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ is 100 on Linux/x86-64
+}
+
+fn start_server(socket: &Path, window_us: u64) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let child = Command::new(env!("CARGO_BIN_EXE_vsvm"))
+        .args([
+            "serve",
+            "--device",
+            "accel",
+            "--poll-us",
+            &window_us.to_string(),
+            "--socket-path",
+        ])
+        .arg(socket)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("starting vsvm");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "vsvm did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+fn start_guest(socket: &Path) -> Child {
+    let cache = cache_dir();
+    let device = format!(
+        r#"{{"driver":"vfio-user-pci","socket":{{"path":"{}","type":"unix"}},"addr":"04.0"}}"#,
+        socket.display()
+    );
+    Command::new(cache.join("bin/qemu-system-x86_64"))
+        .args([
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "512M",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-object",
+            "memory-backend-memfd,id=mem,size=512M,share=on",
+            "-machine",
+            "memory-backend=mem",
+        ])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(cache.join("guest/vmlinuz"))
+        .arg("-initrd")
+        .arg(cache.join("guest/initramfs.cpio.gz"))
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 intremap=off panic=-1 quiet vsvm.test=latency vsvm.idle={}",
+            IDLE_SECONDS + 2
+        ))
+        .arg("-device")
+        .arg(device)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting qemu (run scripts/setup first)")
+}
+
+/// Boots the latency guest against a server with poll window `window_us` and collects results.
+fn guest_run(window_us: u64) -> GuestResult {
+    let socket = std::env::temp_dir().join(format!("vsvm-latency-{}.sock", std::process::id()));
+    let mut server = start_server(&socket, window_us);
+    let mut qemu = start_guest(&socket);
+    let (tx, rx) = mpsc::channel();
+    let console = BufReader::new(qemu.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        console
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    let mut median_ns = BTreeMap::new();
+    let mut idle_cpu_percent = f64::NAN;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(rest) = line.trim().strip_prefix("BENCH ") {
+            let kv: BTreeMap<&str, &str> = rest
+                .split_whitespace()
+                .filter_map(|f| f.split_once('='))
+                .collect();
+            median_ns.insert(
+                kv["op"].to_string(),
+                kv["median_ns"].parse::<f64>().unwrap(),
+            );
+        } else if line.contains("IDLE-START") {
+            std::thread::sleep(Duration::from_secs(1)); // let the last spin window pass
+            let before = cpu_seconds(server.id());
+            std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+            let used = cpu_seconds(server.id()) - before;
+            idle_cpu_percent = used / IDLE_SECONDS as f64 * 100.0;
+        } else if line.contains("VSVM-RESULT") {
+            assert!(line.contains("rc=0"), "guest benchmark failed: {line}");
+            break;
+        } else if line.contains("FAIL") {
+            eprintln!("guest: {line}");
+        }
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    GuestResult {
+        median_ns,
+        idle_cpu_percent,
+    }
+}
