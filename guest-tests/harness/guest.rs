@@ -27,6 +27,8 @@ pub struct Boot<'a> {
     pub test: &'a str,
     /// RAM backing.
     pub memory: Memory,
+    /// Extra kernel command line (e.g. `vsvm.reads=100`: exported to the test script).
+    pub append: &'a str,
 }
 
 /// The result of one boot.

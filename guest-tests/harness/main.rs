@@ -12,6 +12,7 @@ fn guest_accel_plain_with_memfd_ram() {
     let run = server.boot(&Boot {
         test: "accel-plain",
         memory: Memory::MemfdShared,
+        append: "",
     });
     run.assert_passed();
     assert!(
@@ -31,6 +32,7 @@ fn guest_accel_plain_without_fd_uses_dma_messages() {
     let run = server.boot(&Boot {
         test: "accel-plain",
         memory: Memory::Anonymous,
+        append: "",
     });
     run.assert_passed();
     let log = server.stop();
@@ -51,9 +53,37 @@ fn guest_server_accepts_the_next_client_after_qemu_exits() {
         let run = server.boot(&Boot {
             test: "smoke-accel",
             memory: Memory::MemfdShared,
+            append: "",
         });
         assert!(run.passed(), "round {round}:\n{}", run.console);
     }
     let log = server.stop();
     assert_eq!(log.matches("client connected").count(), 2, "{log}");
+}
+
+#[test]
+fn guest_latency_probe_times_every_operation() {
+    let server = Server::start("latency");
+    let append = "vsvm.reads=200 vsvm.writes=500 vsvm.irqs=100 vsvm.mixed=100 vsvm.idle=0";
+    let run = server.boot(&Boot {
+        test: "latency",
+        memory: Memory::MemfdShared,
+        append,
+    });
+    run.assert_passed();
+    for op in ["read", "write", "irq", "mixed"] {
+        let line = run
+            .console
+            .lines()
+            .find(|l| l.contains(&format!("BENCH op={op} ")))
+            .unwrap_or_else(|| panic!("no {op} line:\n{}", run.console));
+        let median: u64 = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("median_ns="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(median > 0 && median < 1_000_000_000, "{line}");
+    }
+    server.stop();
 }
