@@ -108,7 +108,10 @@ impl GuestMemory {
     /// Removes DMA_UNMAP'ed ranges. Accesses in flight keep their mapping alive until done.
     pub fn unmap(&self, request: &DmaUnmapRequest) -> Result<(), MapError> {
         match *request {
-            DmaUnmapRequest::All => self.update(|t| Ok(t.clear())),
+            DmaUnmapRequest::All => self.update(|t| {
+                t.clear();
+                Ok(())
+            }),
             DmaUnmapRequest::Range { address, size } => {
                 self.update(|t| t.remove(address, size).map(|_| ()))
             }
