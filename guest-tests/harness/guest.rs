@@ -144,8 +144,8 @@ impl Server {
         .arg(require(&cache.join("guest/initramfs.cpio.gz")))
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 intremap=off panic=-1 vsvm.test={}",
-            boot.test
+            "console=ttyS0 intremap=off panic=-1 vsvm.test={} {}",
+            boot.test, boot.append
         ))
         .arg("-device")
         .arg(vfio_user_device(&self.socket));
