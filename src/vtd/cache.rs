@@ -1,8 +1,19 @@
 //! Translation caches: context cache, PASID cache and IOTLB, and the invalidations that drop
 //! their entries. VT-d spec 6.5 (caching) and 6.5.2 (invalidation granularities).
-//! PLACEHOLDER API: the types below are the contract; the cache itself is being written.
+//!
+//! Only successful lookups are cached (faults are always re-walked, which caching mode
+//! allows). An invalidation may drop more than it names, never less; where the spec leaves a
+//! choice the cache drops more (see each `invalidate_*`). Each cache is bounded: when one is
+//! full it is emptied, a replacement policy the spec permits and that keeps lookups O(1).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use super::context::{LegacyContext, ScalableContext};
 use super::ids::{DomainId, Pasid, SourceId};
+use super::pasid::PasidParams;
+use super::request::{Access, Perms};
+use super::walk::{self, PageSize};
 
 /// Context-cache invalidation (CCMD register or context-cache invalidate descriptor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,17 +95,687 @@ pub enum PasidCacheInvalidation {
     },
 }
 
+/// Most IOTLB entries held at once.
+pub const IOTLB_CAPACITY: usize = 4096;
+/// Most PASID-cache entries held at once.
+pub const PASID_CACHE_CAPACITY: usize = 4096;
+
+/// Hit and miss counts and size of one cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    /// Lookups that found an entry.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Entries held now.
+    pub entries: usize,
+}
+
+/// Counters of all three caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Context cache.
+    pub context: CacheCounters,
+    /// PASID cache.
+    pub pasid: CacheCounters,
+    /// IOTLB.
+    pub iotlb: CacheCounters,
+}
+
+/// A checked context entry, as the context cache holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachedContext {
+    /// Legacy mode (tagged with its DID).
+    Legacy(LegacyContext),
+    /// Scalable mode (no DID of its own).
+    Scalable(ScalableContext),
+}
+
+/// How much input address space one IOTLB entry covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IotlbSize {
+    /// A page.
+    Page(PageSize),
+    /// Pass-through: all of `[0, 2^width)`.
+    Whole {
+        /// Address width.
+        width: u8,
+    },
+}
+
+impl IotlbSize {
+    /// Key class, in lookup order (smallest first).
+    const fn class(self) -> usize {
+        match self {
+            IotlbSize::Page(PageSize::Size4K) => 0,
+            IotlbSize::Page(PageSize::Size2M) => 1,
+            IotlbSize::Page(PageSize::Size1G) => 2,
+            IotlbSize::Whole { .. } => 3,
+        }
+    }
+
+    /// Size in bytes (at most 2^64 - 1 for a 64-bit width).
+    pub const fn bytes(self) -> u64 {
+        match self {
+            IotlbSize::Page(page) => page.bytes(),
+            IotlbSize::Whole { width } => match 1u64.checked_shl(width as u32) {
+                Some(bytes) => bytes,
+                None => u64::MAX,
+            },
+        }
+    }
+}
+
+/// Input-address shift of each key class (pass-through entries have one key per source).
+const CLASS_SHIFT: [u32; 4] = [
+    PageSize::Size4K.shift(),
+    PageSize::Size2M.shift(),
+    PageSize::Size1G.shift(),
+    u64::BITS,
+];
+/// Source-id position in a key's tag.
+const TAG_SOURCE_SHIFT: u32 = 40;
+/// Class position in a key's tag.
+const TAG_CLASS_SHIFT: u32 = 32;
+/// Tag value for requests without PASID (PASIDs are 20 bits).
+const TAG_NO_PASID: u64 = 1 << 20;
+
+/// IOTLB key: who asked (source-id, PASID or none), size class, page number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IotlbKey {
+    tag: u64,
+    page: u64,
+}
+
+impl IotlbKey {
+    fn new(source: SourceId, pasid: Option<Pasid>, class: usize, addr: u64) -> Self {
+        let pasid = pasid.map_or(TAG_NO_PASID, |p| u64::from(p.raw()));
+        IotlbKey {
+            tag: (u64::from(source.0) << TAG_SOURCE_SHIFT)
+                | ((class as u64) << TAG_CLASS_SHIFT)
+                | pasid,
+            page: addr.checked_shr(CLASS_SHIFT[class]).unwrap_or(0),
+        }
+    }
+}
+
+impl Hash for IotlbKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // One word: the page number varies fastest, the tag is spread over the high bits.
+        state.write_u64(self.page ^ self.tag.rotate_left(23));
+    }
+}
+
+/// A cached translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IotlbEntry {
+    /// First input address covered.
+    pub base: u64,
+    /// Output address of `base`.
+    pub output: u64,
+    /// Coverage.
+    pub size: IotlbSize,
+    /// Permissions for user-level requests.
+    pub user: Perms,
+    /// Permissions for supervisor-level requests.
+    pub supervisor: Perms,
+    /// Every D flag a write needs is set.
+    pub dirty: bool,
+    /// Domain.
+    pub domain: DomainId,
+    /// PASID the translation used (RID_PASID for scalable requests without PASID; `None` in
+    /// legacy mode).
+    pub pasid: Option<Pasid>,
+    /// First-stage or nested mapping (PGTT 001b/011b), which IOTLB invalidations without PASID
+    /// drop for the whole domain (VT-d spec 6.5.2.4).
+    pub first_stage: bool,
+    /// Requests without PASID are supervisor requests (RID_PRIV).
+    pub rid_priv: bool,
+}
+
+impl IotlbEntry {
+    /// Whether this entry can serve `access` (for a request with or without PASID) at `addr`
+    /// without a walk: permissions allow it and a write finds D already set. Returns the
+    /// output address and the permissions that applied.
+    #[inline]
+    pub fn serve(&self, addr: u64, with_pasid: bool, access: Access) -> Option<(u64, Perms)> {
+        let offset = addr.wrapping_sub(self.base);
+        if offset >= self.size.bytes() {
+            return None;
+        }
+        // Requests without PASID carry no execute/privilege attributes (PCIe PASID prefix).
+        let access = if with_pasid {
+            access
+        } else {
+            Access {
+                exec: false,
+                privileged: self.rid_priv,
+                ..access
+            }
+        };
+        let perms = if access.privileged {
+            self.supervisor
+        } else {
+            self.user
+        };
+        walk::check(perms, access).ok()?;
+        (!access.write || self.dirty).then_some((self.output.wrapping_add(offset), perms))
+    }
+}
+
+/// A cheap multiplicative hasher: keys are already well-distributed integers, so one multiply
+/// and a fold spread them over the table; SipHash would cost more than the whole IOTLB hit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FoldHasher(u64);
+
+const FOLD_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value)
+            .wrapping_mul(FOLD_MULTIPLIER)
+            .rotate_left(29);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let wide = u128::from(self.0) * u128::from(FOLD_MULTIPLIER);
+        (wide as u64) ^ ((wide >> 64) as u64)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    hits: u64,
+    misses: u64,
+}
+
+impl Counts {
+    fn record<T>(&mut self, found: Option<T>) -> Option<T> {
+        if found.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        found
+    }
+
+    fn with_entries(self, entries: usize) -> CacheCounters {
+        CacheCounters {
+            hits: self.hits,
+            misses: self.misses,
+            entries,
+        }
+    }
+}
+
 /// All translation caches of one remapping unit.
 #[derive(Debug, Default)]
-pub struct Caches {}
+pub struct Caches {
+    context: FastMap<SourceId, CachedContext>,
+    pasid: FastMap<(SourceId, u32), PasidParams>,
+    iotlb: FastMap<IotlbKey, IotlbEntry>,
+    /// Entries per key class, so a lookup probes only classes that hold something.
+    iotlb_classes: [usize; 4],
+    context_counts: Counts,
+    pasid_counts: Counts,
+    iotlb_counts: Counts,
+}
+
+/// Whether `[base, base + size)` and `[start, start + span)` intersect (inclusive ends, so
+/// that ranges reaching the top of the address space do not overflow).
+fn overlaps(base: u64, size: u64, start: u64, span: u64) -> bool {
+    let last = base.saturating_add(size.saturating_sub(1));
+    let range_last = start.saturating_add(span.saturating_sub(1));
+    base <= range_last && start <= last
+}
+
+/// Start and length of a page-selective invalidation (2^(12 + AM) bytes, aligned).
+fn page_range(addr: u64, address_mask: u8) -> (u64, u64) {
+    match 1u64.checked_shl(walk::PAGE_SHIFT + u32::from(address_mask)) {
+        Some(span) => (addr & !(span - 1), span),
+        None => (0, u64::MAX),
+    }
+}
 
 impl Caches {
-    /// Drops context-cache entries.
-    pub fn invalidate_context(&mut self, _inv: ContextInvalidation) {}
-    /// Drops IOTLB entries.
-    pub fn invalidate_iotlb(&mut self, _inv: IotlbInvalidation) {}
-    /// Drops PASID-tagged IOTLB entries.
-    pub fn invalidate_pasid_iotlb(&mut self, _inv: PasidIotlbInvalidation) {}
+    /// Drops context-cache entries. Scalable-mode entries carry no DID, so a domain-selective
+    /// invalidation drops all of them; a device-selective one ignores the domain.
+    pub fn invalidate_context(&mut self, inv: ContextInvalidation) {
+        match inv {
+            ContextInvalidation::Global => self.context.clear(),
+            ContextInvalidation::Domain(did) => self.context.retain(|_, entry| match entry {
+                CachedContext::Legacy(legacy) => legacy.did != did,
+                CachedContext::Scalable(_) => false,
+            }),
+            ContextInvalidation::Device {
+                source,
+                function_mask,
+                ..
+            } => {
+                let ignored = match function_mask {
+                    0 => 0,
+                    1 => 0b100,
+                    2 => 0b110,
+                    _ => 0b111,
+                };
+                self.context
+                    .retain(|key, _| (key.0 | ignored) != (source.0 | ignored));
+            }
+        }
+    }
+
+    /// Drops IOTLB entries. Domain- and page-selective invalidations drop every first-stage
+    /// and nested entry of the domain (VT-d spec 6.5.2.4: those are PASID-tagged and only
+    /// PASID-based invalidations target their pages).
+    pub fn invalidate_iotlb(&mut self, inv: IotlbInvalidation) {
+        match inv {
+            IotlbInvalidation::Global => self.iotlb_clear(),
+            IotlbInvalidation::Domain(did) => self.iotlb_retain(|e| e.domain != did),
+            IotlbInvalidation::Page {
+                domain,
+                addr,
+                address_mask,
+                ..
+            } => {
+                let (start, span) = page_range(addr, address_mask);
+                self.iotlb_retain(|e| {
+                    e.domain != domain
+                        || (!e.first_stage && !overlaps(e.base, e.size.bytes(), start, span))
+                });
+            }
+        }
+    }
+
+    /// Drops PASID-tagged IOTLB entries, whatever their PGTT (Linux tears down pass-through
+    /// PASIDs with a PASID-selective flush, so those entries must go too).
+    pub fn invalidate_pasid_iotlb(&mut self, inv: PasidIotlbInvalidation) {
+        match inv {
+            PasidIotlbInvalidation::Pasid { domain, pasid } => {
+                self.iotlb_retain(|e| e.domain != domain || e.pasid != Some(pasid));
+            }
+            PasidIotlbInvalidation::Page {
+                domain,
+                pasid,
+                addr,
+                address_mask,
+                ..
+            } => {
+                let (start, span) = page_range(addr, address_mask);
+                self.iotlb_retain(|e| {
+                    e.domain != domain
+                        || e.pasid != Some(pasid)
+                        || !overlaps(e.base, e.size.bytes(), start, span)
+                });
+            }
+        }
+    }
+
     /// Drops PASID-cache entries.
-    pub fn invalidate_pasid_cache(&mut self, _inv: PasidCacheInvalidation) {}
+    pub fn invalidate_pasid_cache(&mut self, inv: PasidCacheInvalidation) {
+        match inv {
+            PasidCacheInvalidation::Global => self.pasid.clear(),
+            PasidCacheInvalidation::Domain(did) => self.pasid.retain(|_, p| p.did != did),
+            PasidCacheInvalidation::Pasid { domain, pasid } => {
+                self.pasid
+                    .retain(|key, p| p.did != domain || key.1 != pasid.raw());
+            }
+        }
+    }
+
+    /// Hit/miss counters and sizes.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            context: self.context_counts.with_entries(self.context.len()),
+            pasid: self.pasid_counts.with_entries(self.pasid.len()),
+            iotlb: self.iotlb_counts.with_entries(self.iotlb.len()),
+        }
+    }
+
+    /// Empties every cache (the root table changed).
+    pub(crate) fn flush_all(&mut self) {
+        self.context.clear();
+        self.pasid.clear();
+        self.iotlb_clear();
+    }
+
+    /// Empties the IOTLB. `clear` rather than `retain`: it resets every slot to empty, where
+    /// removing entries one by one leaves tombstones that make later inserts rehash.
+    fn iotlb_clear(&mut self) {
+        self.iotlb.clear();
+        self.iotlb_classes = [0; 4];
+    }
+
+    fn iotlb_retain(&mut self, mut keep: impl FnMut(&IotlbEntry) -> bool) {
+        let classes = &mut self.iotlb_classes;
+        self.iotlb.retain(|_, entry| {
+            let kept = keep(entry);
+            if !kept {
+                classes[entry.size.class()] -= 1;
+            }
+            kept
+        });
+    }
+
+    /// The context entry cached for `source`.
+    pub(crate) fn context(&mut self, source: SourceId) -> Option<CachedContext> {
+        self.context_counts
+            .record(self.context.get(&source).copied())
+    }
+
+    /// Caches a checked context entry.
+    pub(crate) fn insert_context(&mut self, source: SourceId, entry: CachedContext) {
+        self.context.insert(source, entry);
+    }
+
+    /// The PASID-table entry cached for `source` and `pasid`.
+    pub(crate) fn pasid(&mut self, source: SourceId, pasid: u32) -> Option<PasidParams> {
+        self.pasid_counts
+            .record(self.pasid.get(&(source, pasid)).copied())
+    }
+
+    /// Caches a checked PASID-table entry.
+    pub(crate) fn insert_pasid(&mut self, source: SourceId, pasid: u32, params: PasidParams) {
+        if self.pasid.len() >= PASID_CACHE_CAPACITY {
+            self.pasid.clear();
+        }
+        self.pasid.insert((source, pasid), params);
+    }
+
+    /// Looks up the translation of `addr` for `source`/`pasid` and serves `access` from it.
+    /// A present entry that cannot serve the access (permissions, D not yet set) counts as a
+    /// miss: the walk decides.
+    #[inline]
+    pub(crate) fn iotlb_serve(
+        &mut self,
+        source: SourceId,
+        pasid: Option<Pasid>,
+        addr: u64,
+        access: Access,
+    ) -> Option<(u64, Perms, IotlbEntry)> {
+        let mut found = None;
+        for class in 0..CLASS_SHIFT.len() {
+            if self.iotlb_classes[class] == 0 {
+                continue;
+            }
+            if let Some(entry) = self.iotlb.get(&IotlbKey::new(source, pasid, class, addr)) {
+                found = entry
+                    .serve(addr, pasid.is_some(), access)
+                    .map(|(out, perms)| (out, perms, *entry));
+                break;
+            }
+        }
+        self.iotlb_counts.record(found)
+    }
+
+    /// Caches a translation for requests from `source` with `pasid` (as the request carried
+    /// it), replacing what the key held.
+    pub(crate) fn insert_iotlb(
+        &mut self,
+        source: SourceId,
+        pasid: Option<Pasid>,
+        entry: IotlbEntry,
+    ) {
+        if self.iotlb.len() >= IOTLB_CAPACITY {
+            self.iotlb_clear();
+        }
+        let class = entry.size.class();
+        if self
+            .iotlb
+            .insert(IotlbKey::new(source, pasid, class, entry.base), entry)
+            .is_none()
+        {
+            self.iotlb_classes[class] += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        base: u64,
+        size: IotlbSize,
+        domain: u16,
+        pasid: Option<u32>,
+        first_stage: bool,
+    ) -> IotlbEntry {
+        let rw = Perms {
+            read: true,
+            write: true,
+            exec: false,
+            privileged: false,
+        };
+        IotlbEntry {
+            base,
+            output: base + 0x1000_0000,
+            size,
+            user: rw,
+            supervisor: Perms {
+                privileged: true,
+                ..rw
+            },
+            dirty: true,
+            domain: DomainId(domain),
+            pasid: pasid.and_then(Pasid::new),
+            first_stage,
+            rid_priv: false,
+        }
+    }
+
+    const SRC: SourceId = SourceId(0x0100);
+    const PAGE: IotlbSize = IotlbSize::Page(PageSize::Size4K);
+
+    fn hit(c: &mut Caches, pasid: Option<u32>, addr: u64) -> bool {
+        c.iotlb_serve(SRC, pasid.and_then(Pasid::new), addr, Access::READ)
+            .is_some()
+    }
+
+    #[test]
+    fn test_hit_serves_offset_in_every_size_class() {
+        let mut c = Caches::default();
+        c.insert_iotlb(
+            SRC,
+            None,
+            entry(0x20_0000, IotlbSize::Page(PageSize::Size2M), 1, None, false),
+        );
+        let (out, _, _) = c.iotlb_serve(SRC, None, 0x21_2345, Access::READ).unwrap();
+        assert_eq!(out, 0x1021_2345);
+        c.insert_iotlb(
+            SRC,
+            Some(Pasid::new(3).unwrap()),
+            entry(0, IotlbSize::Whole { width: 48 }, 1, Some(3), false),
+        );
+        assert!(hit(&mut c, Some(3), 0x7fff_ffff_ffff));
+        assert!(
+            !hit(&mut c, Some(3), 1 << 48),
+            "beyond the pass-through width"
+        );
+        assert_eq!(
+            c.stats().iotlb,
+            CacheCounters {
+                hits: 2,
+                misses: 1,
+                entries: 2
+            }
+        );
+    }
+
+    #[test]
+    fn test_write_without_dirty_is_a_miss() {
+        let mut c = Caches::default();
+        c.insert_iotlb(
+            SRC,
+            None,
+            IotlbEntry {
+                dirty: false,
+                ..entry(0x1000, PAGE, 1, None, false)
+            },
+        );
+        assert!(c.iotlb_serve(SRC, None, 0x1000, Access::READ).is_some());
+        assert!(c.iotlb_serve(SRC, None, 0x1000, Access::WRITE).is_none());
+    }
+
+    #[test]
+    fn test_page_invalidation_with_address_mask() {
+        let mut c = Caches::default();
+        for page in 0..8u64 {
+            c.insert_iotlb(SRC, None, entry(page << 12, PAGE, 1, None, false));
+        }
+        // AM = 2: four pages from 0x4000 (the address is aligned down).
+        c.invalidate_iotlb(IotlbInvalidation::Page {
+            domain: DomainId(1),
+            addr: 0x5000,
+            address_mask: 2,
+            ih: false,
+        });
+        let left: Vec<bool> = (0..8u64).map(|p| hit(&mut c, None, p << 12)).collect();
+        assert_eq!(left, [true, true, true, true, false, false, false, false]);
+        c.invalidate_iotlb(IotlbInvalidation::Page {
+            domain: DomainId(2),
+            addr: 0,
+            address_mask: 63,
+            ih: false,
+        });
+        assert_eq!(c.stats().iotlb.entries, 4, "other domain: nothing dropped");
+        c.invalidate_iotlb(IotlbInvalidation::Page {
+            domain: DomainId(1),
+            addr: 0,
+            address_mask: 63,
+            ih: false,
+        });
+        assert_eq!(
+            c.stats().iotlb.entries,
+            0,
+            "AM 63 covers everything without overflow"
+        );
+    }
+
+    #[test]
+    fn test_page_invalidation_drops_overlapping_large_page() {
+        let mut c = Caches::default();
+        c.insert_iotlb(
+            SRC,
+            None,
+            entry(
+                0x4000_0000,
+                IotlbSize::Page(PageSize::Size1G),
+                1,
+                None,
+                false,
+            ),
+        );
+        c.invalidate_iotlb(IotlbInvalidation::Page {
+            domain: DomainId(1),
+            addr: 0x4123_4000,
+            address_mask: 0,
+            ih: true,
+        });
+        assert_eq!(c.stats().iotlb.entries, 0);
+    }
+
+    #[test]
+    fn test_iotlb_invalidation_without_pasid_drops_first_stage_entries_of_domain() {
+        let mut c = Caches::default();
+        let p5 = Pasid::new(5);
+        c.insert_iotlb(SRC, p5, entry(0x9000, PAGE, 1, Some(5), true));
+        c.insert_iotlb(SRC, None, entry(0x9000, PAGE, 1, None, false));
+        c.invalidate_iotlb(IotlbInvalidation::Page {
+            domain: DomainId(1),
+            addr: 0x1000,
+            address_mask: 0,
+            ih: false,
+        });
+        assert!(!hit(&mut c, Some(5), 0x9000));
+        assert!(hit(&mut c, None, 0x9000));
+    }
+
+    #[test]
+    fn test_pasid_iotlb_invalidation_granularities() {
+        let mut c = Caches::default();
+        for pasid in [5u32, 6] {
+            for page in 0..4u64 {
+                c.insert_iotlb(
+                    SRC,
+                    Pasid::new(pasid),
+                    entry(page << 12, PAGE, 1, Some(pasid), true),
+                );
+            }
+        }
+        let p5 = Pasid::new(5).unwrap();
+        c.invalidate_pasid_iotlb(PasidIotlbInvalidation::Page {
+            domain: DomainId(1),
+            pasid: p5,
+            addr: 0x2000,
+            address_mask: 1,
+            ih: false,
+        });
+        let left: Vec<bool> = (0..4u64).map(|p| hit(&mut c, Some(5), p << 12)).collect();
+        assert_eq!(left, [true, true, false, false]);
+        c.invalidate_pasid_iotlb(PasidIotlbInvalidation::Pasid {
+            domain: DomainId(1),
+            pasid: p5,
+        });
+        assert_eq!(c.stats().iotlb.entries, 4, "PASID 6 untouched");
+        c.invalidate_iotlb(IotlbInvalidation::Domain(DomainId(1)));
+        assert_eq!(c.stats().iotlb.entries, 0);
+    }
+
+    #[test]
+    fn test_context_device_invalidation_function_mask() {
+        let mut c = Caches::default();
+        let ctx = CachedContext::Legacy(LegacyContext {
+            did: DomainId(1),
+            fpd: false,
+            table: None,
+        });
+        for devfn in 0..16u16 {
+            c.insert_context(SourceId(devfn), ctx);
+        }
+        c.invalidate_context(ContextInvalidation::Device {
+            domain: DomainId(1),
+            source: SourceId(2),
+            function_mask: 2,
+        });
+        // FM 2 ignores bits 2:1 of the function: devfn 0-7 with bit 0 clear go.
+        let left: Vec<u16> = (0..8)
+            .filter(|d| c.context(SourceId(*d)).is_some())
+            .collect();
+        assert_eq!(left, [1, 3, 5, 7]);
+        c.invalidate_context(ContextInvalidation::Domain(DomainId(2)));
+        assert_eq!(c.stats().context.entries, 12);
+        c.invalidate_context(ContextInvalidation::Domain(DomainId(1)));
+        assert_eq!(c.stats().context.entries, 0);
+    }
+
+    #[test]
+    fn test_capacity_is_bounded() {
+        let mut c = Caches::default();
+        for page in 0..(IOTLB_CAPACITY as u64 + 10) {
+            c.insert_iotlb(SRC, None, entry(page << 12, PAGE, 1, None, false));
+        }
+        assert!(c.stats().iotlb.entries <= IOTLB_CAPACITY);
+        c.invalidate_iotlb(IotlbInvalidation::Global);
+        assert_eq!(c.iotlb_classes, [0; 4]);
+    }
 }

@@ -6,12 +6,20 @@
 
 pub mod cache;
 pub mod cap;
+pub mod context;
 pub mod fault;
 pub mod ids;
+pub mod pasid;
 pub mod request;
+pub mod root;
 pub mod translate;
+pub mod walk;
 
+pub use cache::{CacheCounters, CacheStats, Caches};
 pub use cap::VtdConfig;
 pub use fault::FaultReason;
 pub use ids::{DomainId, Pasid, SourceId};
+pub use pasid::Pgtt;
 pub use request::{Access, Fault, Perms, Request, Translation};
+pub use translate::{RootTable, RootTableType, Translator};
+pub use walk::PageSize;

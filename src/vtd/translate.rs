@@ -1,12 +1,28 @@
-//! The translation pipeline: root entry → context entry → (scalable mode) PASID directory and
-//! table entry → first-stage, second-stage, nested or pass-through walk, with caches.
-//! VT-d spec 3.4-3.9. PLACEHOLDER API: the contract; the pipeline is being written.
+//! The translation pipeline: IOTLB, then root entry → context entry → (scalable mode) PASID
+//! directory and table entry → first-stage, second-stage, nested or pass-through walk.
+//! VT-d spec 3.4-3.9 (translation), 6.5 (caching), 7.1.3 (fault conditions).
 
-use super::cache::Caches;
+use std::ops::RangeInclusive;
+
+use super::cache::{CachedContext, Caches, IotlbEntry, IotlbSize};
 use super::cap::VtdConfig;
+use super::context::{
+    legacy_context_reserved, scalable_context_reserved, LegacyContext, LegacyContextEntry,
+    ScalableContext, ScalableContextEntry, LEGACY_CONTEXT_BYTES, SCALABLE_CONTEXT_BYTES,
+};
 use super::fault::FaultReason;
-use super::request::{Fault, Request, Translation};
-use crate::mem::MemView;
+use super::ids::{DomainId, Pasid, SourceId};
+use super::pasid::{
+    dir_index, pasid_dir_reserved, pasid_entry_reserved, table_index, PasidDirEntry, PasidEntry,
+    PasidParams, Pgtt, PASID_DIR_ENTRY_BYTES, PASID_ENTRY_BYTES,
+};
+use super::request::{Access, Fault, Perms, Request, Translation};
+use super::root::{root_reserved, RootEntry, RootLookup};
+use super::walk::{
+    self, bits_from, Denied, FsFault, FsReserved, SsFault, SsReserved, WalkFault, Walked,
+    PAGE_SHIFT,
+};
+use crate::mem::{Gpa, MemView};
 
 /// Translation table type, RTADDR_REG.TTM (bits 11:10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,39 +42,643 @@ pub struct RootTable {
     pub kind: RootTableType,
 }
 
+/// The interrupt address range: requests whose output lands here are blocked (VT-d spec 3.15,
+/// conditions LGN.4 / SGN.8); interrupts reach the unit as requests to the input range.
+pub const INTERRUPT_RANGE: RangeInclusive<u64> = 0xfee0_0000..=0xfeef_ffff;
+
+/// Reserved-bit masks of every structure, for this unit's address width and features.
+#[derive(Debug)]
+struct Reserved {
+    legacy_root: [u64; 2],
+    scalable_root: [u64; 2],
+    legacy_context: [u64; 2],
+    scalable_context: [u64; 4],
+    pasid_dir: u64,
+    pasid_entry: [u64; 8],
+    ss_legacy: SsReserved,
+    ss_scalable: SsReserved,
+    fs: FsReserved,
+}
+
+impl Reserved {
+    fn new(c: &VtdConfig) -> Self {
+        Reserved {
+            legacy_root: root_reserved(false, c.mgaw),
+            scalable_root: root_reserved(true, c.mgaw),
+            legacy_context: legacy_context_reserved(c.mgaw),
+            scalable_context: scalable_context_reserved(c),
+            pasid_dir: pasid_dir_reserved(c.mgaw),
+            pasid_entry: pasid_entry_reserved(c),
+            ss_legacy: SsReserved::new(c.mgaw, false, c.sl_2m, c.sl_1g),
+            ss_scalable: SsReserved::new(c.mgaw, true, c.sl_2m, c.sl_1g),
+            fs: FsReserved::new(c.mgaw, c.fl_1g),
+        }
+    }
+}
+
+/// A translation found by the slow path, with what the IOTLB keeps of it.
+struct Found {
+    output: u64,
+    size: IotlbSize,
+    perms: Perms,
+    entry: IotlbEntry,
+    /// FPD of the entries that led here (for a fault found after the walk).
+    fpd: bool,
+}
+
+/// Which translation a walk fault happened in: the same condition has different codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Legacy,
+    FirstStage,
+    SecondStage,
+    Nested,
+}
+
+/// Fault-reason table for walk outcomes (VT-d spec 7.1.3, legacy LSL/LGN and scalable
+/// SFS/SSS/SGN conditions).
+fn walk_reason(mode: Mode, fault: WalkFault, write: bool) -> FaultReason {
+    use FaultReason::*;
+    match (mode, fault) {
+        (Mode::Legacy, WalkFault::Second(SsFault::BeyondWidth)) => AddressBeyondMgaw,
+        (Mode::Legacy, WalkFault::Second(SsFault::Reserved)) => PagingEntryReserved,
+        (Mode::Legacy, WalkFault::Second(SsFault::NotPresent)) if write => WriteNotPermitted,
+        (Mode::Legacy, WalkFault::Second(SsFault::NotPresent)) => ReadNotPermitted,
+        (Mode::Legacy, WalkFault::Second(_)) => PagingEntryInvalid,
+        (Mode::Legacy, WalkFault::SecondDenied(Denied::Write)) => WriteNotPermitted,
+        (Mode::Legacy, _) => ReadNotPermitted,
+        (Mode::Nested, WalkFault::Second(SsFault::BeyondWidth)) => SmNestedFirstStageBeyondWidth,
+        (_, WalkFault::Second(SsFault::BeyondWidth)) => SmAddressBeyondMax,
+        (_, WalkFault::Second(SsFault::RootAccess)) => SmSecondStageRootInvalid,
+        (_, WalkFault::Second(SsFault::TableAccess | SsFault::AdUpdate)) => {
+            SmSecondStageEntryAccess
+        }
+        (_, WalkFault::Second(SsFault::NotPresent)) => SmSecondStageEntryPermission,
+        (_, WalkFault::Second(SsFault::Reserved)) => SmSecondStageEntryReserved,
+        (_, WalkFault::FirstDenied(d) | WalkFault::SecondDenied(d)) => match d {
+            Denied::User => SmUserPrivilege,
+            Denied::Write => SmWriteNotPermitted,
+            Denied::Exec => SmExecuteNotPermitted,
+            Denied::Read => SmReadNotPermitted,
+        },
+        (_, WalkFault::First(first)) => match first {
+            FsFault::NonCanonical => SmNonCanonical,
+            FsFault::RootAccess => SmFirstStageRootAccess,
+            FsFault::TableAccess => SmFirstStageEntryAccess,
+            FsFault::NotPresent => SmFirstStageEntryNotPresent,
+            FsFault::Reserved => SmFirstStageEntryReserved,
+            FsFault::AdUpdate => SmFirstStageAdUpdate,
+            FsFault::Nested { root, write, fault } => match fault {
+                SsFault::BeyondWidth => SmNestedFirstStageBeyondWidth,
+                SsFault::RootAccess => SmSecondStageRootInvalid,
+                SsFault::TableAccess | SsFault::AdUpdate => SmSecondStageEntryAccess,
+                SsFault::Reserved => SmSecondStageEntryReserved,
+                SsFault::NotPresent if write => SmNestedFirstStageEntryWrite,
+                SsFault::NotPresent if root => SmNestedFirstStageRootRead,
+                SsFault::NotPresent => SmNestedFirstStageEntryRead,
+            },
+        },
+    }
+}
+
+/// A fault for `req`; `fpd` is the FPD of the entries read so far, which suppresses only
+/// qualified faults.
+fn fault(req: &Request, reason: FaultReason, fpd: bool) -> Fault {
+    Fault {
+        reason,
+        request: *req,
+        fpd: fpd && reason.is_qualified(),
+    }
+}
+
 /// Translates requests for one remapping unit.
 #[derive(Debug)]
 pub struct Translator {
     config: VtdConfig,
     caches: Caches,
+    rsvd: Reserved,
+    /// The root table the caches were filled under.
+    root: Option<RootTable>,
 }
 
 impl Translator {
     /// A translator with empty caches.
     pub fn new(config: VtdConfig) -> Self {
         Translator {
+            rsvd: Reserved::new(&config),
             config,
             caches: Caches::default(),
+            root: None,
         }
     }
 
-    /// Translates `req` with translation enabled (GSTS.TES = 1).
+    /// Translates `req` with translation enabled (GSTS.TES = 1). The IOTLB answers first; on a
+    /// miss the walk fills it. Requests without PASID carry no execute or privilege attribute
+    /// (those travel in the PASID prefix), so `req.access.exec`/`privileged` are ignored for
+    /// them; in scalable mode their privilege is the context entry's RID_PRIV.
     pub fn translate(
         &mut self,
-        _mem: &MemView,
-        _root: RootTable,
+        mem: &MemView,
+        root: RootTable,
         req: &Request,
     ) -> Result<Translation, Fault> {
-        let _ = &self.config;
-        Err(Fault {
-            reason: FaultReason::RootEntryNotPresent,
-            request: *req,
-            fpd: false,
+        if self.root != Some(root) {
+            // Software must invalidate after SRTP; dropping everything ourselves is harmless.
+            self.caches.flush_all();
+            self.root = Some(root);
+        }
+        if let Some((output, perms, entry)) = self
+            .caches
+            .iotlb_serve(req.source, req.pasid, req.addr, req.access)
+        {
+            if !INTERRUPT_RANGE.contains(&output) {
+                return Ok(Translation {
+                    output,
+                    page_size: entry.size.bytes(),
+                    perms,
+                    domain: entry.domain,
+                });
+            }
+        }
+        let found = match root.kind {
+            RootTableType::Legacy => self.legacy(mem, root.addr, req)?,
+            RootTableType::Scalable => self.scalable(mem, root.addr, req)?,
+        };
+        if INTERRUPT_RANGE.contains(&found.output) {
+            let reason = match root.kind {
+                RootTableType::Legacy => FaultReason::InterruptAddress,
+                RootTableType::Scalable => FaultReason::SmInterruptAddress,
+            };
+            return Err(fault(req, reason, found.fpd));
+        }
+        self.caches.insert_iotlb(req.source, req.pasid, found.entry);
+        Ok(Translation {
+            output: found.output,
+            page_size: found.size.bytes(),
+            perms: found.perms,
+            domain: found.entry.domain,
         })
     }
 
     /// The caches, for invalidation.
     pub fn caches(&mut self) -> &mut Caches {
         &mut self.caches
+    }
+
+    /// Whether a table pointer is 4 KiB aligned and below the host address width.
+    fn valid_table(&self, addr: u64) -> bool {
+        addr & (bits_from(self.config.mgaw) | ((1 << PAGE_SHIFT) - 1)) == 0
+    }
+
+    /// Reads the root entry for `source` and finds its context entry.
+    fn root_lookup(
+        &self,
+        mem: &MemView,
+        root: u64,
+        source: SourceId,
+        scalable: bool,
+    ) -> Result<(u64, u64), FaultReason> {
+        use FaultReason::*;
+        let (access, not_present, reserved) = if scalable {
+            (
+                SmRootEntryAccess,
+                SmRootEntryNotPresent,
+                SmRootEntryReserved,
+            )
+        } else {
+            (RootTableInvalid, RootEntryNotPresent, RootEntryReserved)
+        };
+        let at = RootEntry::address(root, source);
+        let read = |a: u64| mem.read_u64(Gpa(a)).map_err(|_| access);
+        let entry = RootEntry {
+            lo: read(at)?,
+            hi: read(at.wrapping_add(8))?,
+        };
+        let lookup = if scalable {
+            entry.scalable(source, &self.rsvd.scalable_root)
+        } else {
+            entry.legacy(source, &self.rsvd.legacy_root)
+        };
+        match lookup {
+            RootLookup::NotPresent => Err(not_present),
+            RootLookup::Reserved => Err(reserved),
+            RootLookup::Context { table, index } => Ok((table, index)),
+        }
+    }
+
+    /// Legacy mode: context entry (TT, AW, SLPTPTR, DID), then second stage or pass-through.
+    fn legacy(&mut self, mem: &MemView, root: u64, req: &Request) -> Result<Found, Fault> {
+        if req.pasid.is_some() {
+            return Err(fault(req, FaultReason::SmPasidRequestLegacyMode, false));
+        }
+        if !self.valid_table(root) {
+            return Err(fault(req, FaultReason::RootTableInvalid, false));
+        }
+        let context = match self.caches.context(req.source) {
+            Some(CachedContext::Legacy(context)) => context,
+            _ => {
+                let context = self.read_legacy_context(mem, root, req)?;
+                self.caches
+                    .insert_context(req.source, CachedContext::Legacy(context));
+                context
+            }
+        };
+        let access = Access {
+            exec: false,
+            privileged: false,
+            ..req.access
+        };
+        let walked = match context.table {
+            None => self.pass_through(req, false, context.fpd, FaultReason::AddressBeyondMgaw)?,
+            Some(table) => {
+                walk::second_stage_only(mem, &table, &self.rsvd.ss_legacy, req.addr, access, false)
+                    .map_err(|f| {
+                        fault(req, walk_reason(Mode::Legacy, f, access.write), context.fpd)
+                    })?
+            }
+        };
+        let owner = Owner {
+            domain: context.did,
+            pasid: None,
+            first_stage: false,
+            rid_priv: false,
+            pass_through: context.table.is_none(),
+            fpd: context.fpd,
+        };
+        Ok(found(req, walked, owner, self.config.mgaw, access))
+    }
+
+    fn read_legacy_context(
+        &self,
+        mem: &MemView,
+        root: u64,
+        req: &Request,
+    ) -> Result<LegacyContext, Fault> {
+        let (table, index) = self
+            .root_lookup(mem, root, req.source, false)
+            .map_err(|r| fault(req, r, false))?;
+        let at = table.wrapping_add(index * LEGACY_CONTEXT_BYTES);
+        let read = |a: u64| {
+            mem.read_u64(Gpa(a))
+                .map_err(|_| fault(req, FaultReason::ContextTableInvalid, false))
+        };
+        let entry = LegacyContextEntry::from_words(read(at)?, read(at.wrapping_add(8))?);
+        entry
+            .check(&self.rsvd.legacy_context, &self.config)
+            .map_err(|r| fault(req, r, entry.lo.fpd()))
+    }
+
+    /// Scalable mode: context entry, PASID (or RID_PASID), PASID directory and table entry,
+    /// then the walk PGTT selects.
+    fn scalable(&mut self, mem: &MemView, root: u64, req: &Request) -> Result<Found, Fault> {
+        use FaultReason::*;
+        if !self.valid_table(root) {
+            return Err(fault(req, SmRootTableAddressInvalid, false));
+        }
+        let context = match self.caches.context(req.source) {
+            Some(CachedContext::Scalable(context)) => context,
+            _ => {
+                let context = self.read_scalable_context(mem, root, req)?;
+                self.caches
+                    .insert_context(req.source, CachedContext::Scalable(context));
+                context
+            }
+        };
+        let mut fpd = context.fpd;
+        let (pasid, access) = match req.pasid {
+            Some(pasid) => {
+                if !context.pasid_enable {
+                    return Err(fault(req, SmPasidDisabled, fpd));
+                }
+                // ECAP.PSS: PASIDs wider than the unit supports are out of range too.
+                let too_wide = u64::from(pasid.raw())
+                    .checked_shr(u32::from(self.config.pasid_bits))
+                    .unwrap_or(0)
+                    != 0;
+                if too_wide || dir_index(pasid.raw()) >= u64::from(context.pasid_dir_entries) {
+                    return Err(fault(req, SmPasidTooLarge, fpd));
+                }
+                (pasid.raw(), req.access)
+            }
+            None => {
+                if dir_index(context.rid_pasid) >= u64::from(context.pasid_dir_entries) {
+                    return Err(fault(req, SmRidPasidInvalid, fpd));
+                }
+                let access = Access {
+                    exec: false,
+                    privileged: context.rid_priv,
+                    ..req.access
+                };
+                (context.rid_pasid, access)
+            }
+        };
+        let params = match self.caches.pasid(req.source, pasid) {
+            Some(params) => params,
+            None => {
+                let params = self.read_pasid_entry(mem, &context, pasid, req, fpd)?;
+                self.caches.insert_pasid(req.source, pasid, params);
+                params
+            }
+        };
+        fpd |= params.fpd;
+        if access.exec && !params.flags.ere {
+            return Err(fault(req, SmExecuteRequestsDisabled, fpd));
+        }
+        let first_stage = matches!(params.pgtt, Pgtt::FirstStage | Pgtt::Nested);
+        if access.privileged && first_stage && !params.flags.sre {
+            return Err(fault(req, SmSupervisorRequestsDisabled, fpd));
+        }
+        let rsvd = &self.rsvd;
+        let (walked, mode) = match (params.pgtt, params.first, params.second) {
+            (Pgtt::FirstStage, Some(fs), _) => (
+                walk::first_stage_only(mem, &fs, &rsvd.fs, req.addr, access),
+                Mode::FirstStage,
+            ),
+            (Pgtt::SecondStage, _, Some(ss)) => (
+                walk::second_stage_only(
+                    mem,
+                    &ss,
+                    &rsvd.ss_scalable,
+                    req.addr,
+                    access,
+                    params.flags.ere,
+                ),
+                Mode::SecondStage,
+            ),
+            (Pgtt::Nested, Some(fs), Some(ss)) => (
+                walk::nested(mem, &fs, &rsvd.fs, &ss, &rsvd.ss_scalable, req.addr, access),
+                Mode::Nested,
+            ),
+            (Pgtt::PassThrough, _, _) => {
+                let walked = self.pass_through(req, params.flags.ere, fpd, SmAddressBeyondMax)?;
+                (Ok(walked), Mode::SecondStage)
+            }
+            // PasidEntry::check only returns tables that match the PGTT.
+            _ => return Err(fault(req, SmPasidEntryInvalid, fpd)),
+        };
+        let walked = walked.map_err(|f| fault(req, walk_reason(mode, f, access.write), fpd))?;
+        let owner = Owner {
+            domain: params.did,
+            pasid: Pasid::new(pasid),
+            first_stage,
+            rid_priv: context.rid_priv,
+            pass_through: params.pgtt == Pgtt::PassThrough,
+            fpd,
+        };
+        Ok(found(req, walked, owner, self.config.mgaw, access))
+    }
+
+    fn read_scalable_context(
+        &self,
+        mem: &MemView,
+        root: u64,
+        req: &Request,
+    ) -> Result<ScalableContext, Fault> {
+        let (table, index) = self
+            .root_lookup(mem, root, req.source, true)
+            .map_err(|r| fault(req, r, false))?;
+        let at = table.wrapping_add(index * SCALABLE_CONTEXT_BYTES);
+        let mut words = [0u64; 4];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = mem
+                .read_u64(Gpa(at.wrapping_add(8 * i as u64)))
+                .map_err(|_| fault(req, FaultReason::SmContextEntryAccess, false))?;
+        }
+        let entry = ScalableContextEntry { words };
+        entry
+            .check(&self.rsvd.scalable_context)
+            .map_err(|r| fault(req, r, entry.fpd()))
+    }
+
+    fn read_pasid_entry(
+        &self,
+        mem: &MemView,
+        context: &ScalableContext,
+        pasid: u32,
+        req: &Request,
+        context_fpd: bool,
+    ) -> Result<PasidParams, Fault> {
+        use FaultReason::*;
+        let dir_at = context
+            .pasid_dir
+            .wrapping_add(dir_index(pasid) * PASID_DIR_ENTRY_BYTES);
+        let dir_raw = mem
+            .read_u64(Gpa(dir_at))
+            .map_err(|_| fault(req, SmPasidDirEntryAccess, context_fpd))?;
+        let dir = PasidDirEntry::from_bits(dir_raw);
+        let fpd = context_fpd || dir.fpd();
+        if !dir.present() {
+            return Err(fault(req, SmPasidDirEntryNotPresent, fpd));
+        }
+        if dir_raw & self.rsvd.pasid_dir != 0 {
+            return Err(fault(req, SmPasidDirEntryReserved, fpd));
+        }
+        let at =
+            (dir.smptblptr() << PAGE_SHIFT).wrapping_add(table_index(pasid) * PASID_ENTRY_BYTES);
+        let mut words = [0u64; 8];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = mem
+                .read_u64(Gpa(at.wrapping_add(8 * i as u64)))
+                .map_err(|_| fault(req, SmPasidEntryAccess, fpd))?;
+        }
+        let entry = PasidEntry { words };
+        let mut params = entry
+            .check(&self.rsvd.pasid_entry, &self.config)
+            .map_err(|r| fault(req, r, fpd || entry.fpd()))?;
+        // The directory's FPD covers the entries below it; keep it with the cached entry.
+        params.fpd |= dir.fpd();
+        Ok(params)
+    }
+
+    /// Pass-through: the output is the input, for inputs below the host address width.
+    fn pass_through(
+        &self,
+        req: &Request,
+        exec: bool,
+        fpd: bool,
+        beyond: FaultReason,
+    ) -> Result<Walked, Fault> {
+        if req.addr & bits_from(self.config.mgaw) != 0 {
+            return Err(fault(req, beyond, fpd));
+        }
+        let perms = Perms {
+            read: true,
+            write: true,
+            exec,
+            privileged: false,
+        };
+        Ok(Walked {
+            output: req.addr,
+            page: walk::PageSize::Size4K,
+            user: perms,
+            supervisor: Perms {
+                privileged: true,
+                ..perms
+            },
+            dirty: true,
+        })
+    }
+}
+
+/// Whose translation a walk produced: the tags its IOTLB entry carries.
+struct Owner {
+    domain: DomainId,
+    /// PASID used (RID_PASID for requests without PASID), `None` in legacy mode.
+    pasid: Option<Pasid>,
+    /// PGTT first-stage or nested.
+    first_stage: bool,
+    /// RID_PRIV of the context entry.
+    rid_priv: bool,
+    /// Pass-through: the entry covers the whole address space.
+    pass_through: bool,
+    /// FPD of the context, PASID-directory and PASID entries used.
+    fpd: bool,
+}
+
+/// Assembles the answer and its IOTLB entry from a walk.
+fn found(req: &Request, walked: Walked, owner: Owner, haw: u8, access: Access) -> Found {
+    let Owner {
+        domain,
+        pasid,
+        first_stage,
+        rid_priv,
+        pass_through,
+        fpd,
+    } = owner;
+    let size = if pass_through {
+        IotlbSize::Whole { width: haw }
+    } else {
+        IotlbSize::Page(walked.page)
+    };
+    let mask = size.bytes().wrapping_sub(1);
+    let perms = if access.privileged {
+        walked.supervisor
+    } else {
+        walked.user
+    };
+    let entry = IotlbEntry {
+        base: req.addr & !mask,
+        output: walked.output & !mask,
+        size,
+        user: walked.user,
+        supervisor: walked.supervisor,
+        dirty: walked.dirty,
+        domain,
+        pasid,
+        first_stage,
+        rid_priv,
+    };
+    Found {
+        output: walked.output,
+        size,
+        perms,
+        entry,
+        fpd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_walk_reasons_by_mode() {
+        use FaultReason::*;
+        let beyond = WalkFault::Second(SsFault::BeyondWidth);
+        assert_eq!(walk_reason(Mode::Legacy, beyond, false), AddressBeyondMgaw);
+        assert_eq!(
+            walk_reason(Mode::SecondStage, beyond, false),
+            SmAddressBeyondMax
+        );
+        assert_eq!(
+            walk_reason(Mode::Nested, beyond, false),
+            SmNestedFirstStageBeyondWidth
+        );
+        let absent = WalkFault::Second(SsFault::NotPresent);
+        assert_eq!(walk_reason(Mode::Legacy, absent, true), WriteNotPermitted);
+        assert_eq!(walk_reason(Mode::Legacy, absent, false), ReadNotPermitted);
+        assert_eq!(
+            walk_reason(Mode::SecondStage, absent, true),
+            SmSecondStageEntryPermission
+        );
+        assert_eq!(
+            walk_reason(Mode::Legacy, WalkFault::Second(SsFault::RootAccess), false),
+            PagingEntryInvalid
+        );
+        assert_eq!(
+            walk_reason(Mode::Nested, WalkFault::Second(SsFault::RootAccess), false),
+            SmSecondStageRootInvalid
+        );
+    }
+
+    #[test]
+    fn test_nested_fetch_reasons() {
+        use FaultReason::*;
+        let nested = |root, write, fault| WalkFault::First(FsFault::Nested { root, write, fault });
+        let reason = |f| walk_reason(Mode::Nested, f, false);
+        assert_eq!(
+            reason(nested(true, false, SsFault::NotPresent)),
+            SmNestedFirstStageRootRead
+        );
+        assert_eq!(
+            reason(nested(false, false, SsFault::NotPresent)),
+            SmNestedFirstStageEntryRead
+        );
+        assert_eq!(
+            reason(nested(true, true, SsFault::NotPresent)),
+            SmNestedFirstStageEntryWrite
+        );
+        assert_eq!(
+            reason(nested(false, false, SsFault::BeyondWidth)),
+            SmNestedFirstStageBeyondWidth
+        );
+        assert_eq!(
+            reason(nested(false, false, SsFault::Reserved)),
+            SmSecondStageEntryReserved
+        );
+        assert_eq!(
+            reason(WalkFault::First(FsFault::AdUpdate)),
+            SmFirstStageAdUpdate
+        );
+        assert_eq!(
+            reason(WalkFault::FirstDenied(Denied::User)),
+            SmUserPrivilege
+        );
+    }
+
+    #[test]
+    fn test_fpd_suppresses_only_qualified_faults() {
+        let req = Request {
+            source: SourceId(1),
+            pasid: None,
+            addr: 0,
+            access: Access::READ,
+        };
+        assert!(fault(&req, FaultReason::ContextEntryNotPresent, true).fpd);
+        assert!(!fault(&req, FaultReason::RootEntryNotPresent, true).fpd);
+        assert!(!fault(&req, FaultReason::ReadNotPermitted, false).fpd);
+    }
+
+    #[test]
+    fn test_reserved_tables_follow_config() {
+        let wide = Reserved::new(&VtdConfig {
+            mgaw: 57,
+            ..VtdConfig::default()
+        });
+        let narrow = Reserved::new(&VtdConfig {
+            mgaw: 39,
+            ..VtdConfig::default()
+        });
+        assert_eq!(wide.pasid_dir & (1 << 50), 0);
+        assert_eq!(narrow.pasid_dir & (1 << 40), 1 << 40);
+        assert_eq!(narrow.legacy_root[0] & (1 << 39), 1 << 39);
+    }
+
+    #[test]
+    fn test_interrupt_range_bounds() {
+        assert!(INTERRUPT_RANGE.contains(&0xfee0_0000));
+        assert!(INTERRUPT_RANGE.contains(&0xfeef_ffff));
+        assert!(!INTERRUPT_RANGE.contains(&0xfef0_0000));
+        assert!(!INTERRUPT_RANGE.contains(&0xfedf_ffff));
     }
 }
