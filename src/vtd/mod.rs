@@ -7,11 +7,24 @@
 pub mod cache;
 pub mod cap;
 pub mod fault;
+pub mod fault_log;
 pub mod ids;
+pub mod inv_desc;
+pub mod prq;
+pub mod qi;
+pub mod regs;
 pub mod request;
+pub mod sink;
 pub mod translate;
+pub mod unit;
 
 pub use cap::VtdConfig;
 pub use fault::FaultReason;
 pub use ids::{DomainId, Pasid, SourceId};
+pub use prq::{PageRequest, PageRequestOutcome};
 pub use request::{Access, Fault, Perms, Request, Translation};
+pub use sink::{
+    DevTlbInvalidation, InterruptKind, PageGroupResponse, PageResponseCode, RecordingSink,
+    VtdInterrupt, VtdSink,
+};
+pub use unit::RemappingUnit;
