@@ -8,11 +8,18 @@ pub mod cache;
 pub mod cap;
 pub mod context;
 pub mod fault;
+pub mod fault_log;
 pub mod ids;
+pub mod inv_desc;
 pub mod pasid;
+pub mod prq;
+pub mod qi;
+pub mod regs;
 pub mod request;
 pub mod root;
+pub mod sink;
 pub mod translate;
+pub mod unit;
 pub mod walk;
 
 pub use cache::{CacheCounters, CacheStats, Caches};
@@ -20,6 +27,12 @@ pub use cap::VtdConfig;
 pub use fault::FaultReason;
 pub use ids::{DomainId, Pasid, SourceId};
 pub use pasid::Pgtt;
+pub use prq::{PageRequest, PageRequestOutcome};
 pub use request::{Access, Fault, Perms, Request, Translation};
+pub use sink::{
+    DevTlbInvalidation, InterruptKind, PageGroupResponse, PageResponseCode, RecordingSink,
+    VtdInterrupt, VtdSink,
+};
 pub use translate::{RootTable, RootTableType, Translator};
+pub use unit::RemappingUnit;
 pub use walk::PageSize;

@@ -1,0 +1,394 @@
+//! A driver for the VT-d remapping unit that behaves like Linux's intel-iommu
+//! (drivers/iommu/intel/{iommu,dmar,prq}.c): it programs the unit only through its registers and
+//! builds queues and descriptors in memfd-backed guest RAM, encoding them the way Linux's
+//! `QI_*` macros do (independently of the model's own bitfields).
+#![allow(dead_code)]
+
+use vsvm::mem::{Gpa, GuestMemory};
+use vsvm::vfio_user::DmaMapRequest;
+use vsvm::vtd::regs::*;
+use vsvm::vtd::{RecordingSink, RemappingUnit, VtdConfig};
+
+/// Guest RAM: [0, RAM_SIZE).
+pub const RAM_SIZE: u64 = 16 << 20;
+/// The root table.
+pub const ROOT_TABLE: u64 = 0x10_0000;
+/// The invalidation queue.
+pub const IQ_BASE: u64 = 0x20_0000;
+/// Invalidation wait status slots (Linux `qi->desc_status`, 4-byte ints).
+pub const STATUS_BASE: u64 = 0x30_0000;
+/// The page request queue.
+pub const PRQ_BASE: u64 = 0x40_0000;
+/// An address no map covers.
+pub const UNMAPPED: u64 = 0x4000_0000;
+
+/// Linux `enum { QI_FREE, QI_IN_USE, QI_DONE, QI_ABORT }`.
+pub const QI_IN_USE: u32 = 1;
+/// Status data Linux's wait descriptors write.
+pub const QI_DONE: u32 = 2;
+
+/// Fault event message Linux programs (dmar_msi_write): vector 0x21 to the local APIC.
+pub const FE_DATA: u32 = 0x21;
+/// Fault event address.
+pub const FE_ADDR: u32 = 0xfee0_0000;
+/// Page request event data.
+pub const PE_DATA: u32 = 0x22;
+/// Invalidation completion event data.
+pub const IE_DATA: u32 = 0x23;
+
+/// Linux's QI descriptor encodings (include/linux/intel-iommu.h, drivers/iommu/intel/iommu.h).
+pub mod qi {
+    pub const CC_TYPE: u64 = 0x1;
+    pub const IOTLB_TYPE: u64 = 0x2;
+    pub const DIOTLB_TYPE: u64 = 0x3;
+    pub const IEC_TYPE: u64 = 0x4;
+    pub const IWD_TYPE: u64 = 0x5;
+    pub const EIOTLB_TYPE: u64 = 0x6;
+    pub const PC_TYPE: u64 = 0x7;
+    pub const DEIOTLB_TYPE: u64 = 0x8;
+    pub const PGRP_RESP_TYPE: u64 = 0x9;
+
+    /// qi_flush_context: granularity 1 global, 2 domain, 3 device.
+    pub fn cc(gran: u64, did: u16, sid: u16, fm: u8) -> [u64; 4] {
+        [
+            (u64::from(fm) << 48)
+                | (u64::from(sid) << 32)
+                | (u64::from(did) << 16)
+                | (gran << 4)
+                | CC_TYPE,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    /// qi_desc_iotlb: granularity 1 global, 2 domain, 3 page.
+    pub fn iotlb(gran: u64, did: u16, addr: u64, ih: bool, am: u8) -> [u64; 4] {
+        [
+            (u64::from(did) << 16) | (gran << 4) | IOTLB_TYPE,
+            (addr & !0xfff) | (u64::from(ih) << 6) | u64::from(am),
+            0,
+            0,
+        ]
+    }
+
+    /// qi_desc_dev_iotlb.
+    pub fn dev_iotlb(sid: u16, qdep: u8, addr: u64, size: bool) -> [u64; 4] {
+        [
+            (u64::from(sid) << 32) | (u64::from(qdep & 0x1f) << 16) | DIOTLB_TYPE,
+            (addr & !0xfff) | u64::from(size),
+            0,
+            0,
+        ]
+    }
+
+    /// qi_global_iec / qi_flush_iec.
+    pub fn iec(selective: bool, index: u16, mask: u8) -> [u64; 4] {
+        [
+            (u64::from(index) << 32)
+                | (u64::from(mask) << 27)
+                | (u64::from(selective) << 4)
+                | IEC_TYPE,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    /// An invalidation wait: IF bit 4, SW bit 5, FN bit 6, PD bit 7, data 63:32.
+    pub fn wait(
+        status_addr: u64,
+        data: u32,
+        sw: bool,
+        irq: bool,
+        fence: bool,
+        drain: bool,
+    ) -> [u64; 4] {
+        [
+            (u64::from(data) << 32)
+                | (u64::from(drain) << 7)
+                | (u64::from(fence) << 6)
+                | (u64::from(sw) << 5)
+                | (u64::from(irq) << 4)
+                | IWD_TYPE,
+            status_addr,
+            0,
+            0,
+        ]
+    }
+
+    /// qi_desc_piotlb: granularity 2 PASID-selective, 3 page-selective.
+    pub fn piotlb(gran: u64, did: u16, pasid: u32, addr: u64, ih: bool, am: u8) -> [u64; 4] {
+        [
+            (u64::from(pasid) << 32) | (u64::from(did) << 16) | (gran << 4) | EIOTLB_TYPE,
+            (addr & !0xfff) | (u64::from(ih) << 6) | u64::from(am),
+            0,
+            0,
+        ]
+    }
+
+    /// pasid_cache_invalidation_with_pasid: granularity 0 domain, 1 PASID, 3 global.
+    pub fn pc(gran: u64, did: u16, pasid: u32) -> [u64; 4] {
+        [
+            (u64::from(pasid) << 32) | (u64::from(did) << 16) | (gran << 4) | PC_TYPE,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    /// qi_desc_dev_iotlb_pasid.
+    pub fn dev_iotlb_pasid(
+        sid: u16,
+        pasid: u32,
+        qdep: u8,
+        addr: u64,
+        size: bool,
+        global: bool,
+    ) -> [u64; 4] {
+        [
+            (u64::from(pasid) << 32)
+                | (u64::from(sid) << 16)
+                | (u64::from(qdep & 0x1f) << 4)
+                | DEIOTLB_TYPE,
+            (addr & !0xfff) | (u64::from(size) << 11) | u64::from(global),
+            0,
+            0,
+        ]
+    }
+
+    /// intel_iommu_page_response (with LPIG as Linux < 6.18 sets it).
+    pub fn page_response(
+        sid: u16,
+        pasid: Option<u32>,
+        code: u8,
+        prg_index: u16,
+        lpig: bool,
+    ) -> [u64; 4] {
+        [
+            (u64::from(pasid.unwrap_or(0)) << 32)
+                | (u64::from(sid) << 16)
+                | (u64::from(code) << 12)
+                | (u64::from(pasid.is_some()) << 4)
+                | PGRP_RESP_TYPE,
+            (u64::from(prg_index) << 3) | (u64::from(lpig) << 2),
+            0,
+            0,
+        ]
+    }
+}
+
+/// A unit, its guest RAM, and a driver state like `struct intel_iommu`.
+pub struct Machine {
+    /// Guest RAM (memfd-backed).
+    pub mem: GuestMemory,
+    /// The unit under test.
+    pub unit: RemappingUnit,
+    /// Everything the unit sent out.
+    pub sink: RecordingSink,
+    /// Linux's `iommu->gcmd`: the persistent command bits software has set.
+    pub gcmd: u32,
+    /// Invalidation queue: descriptor size in bytes (16 or 32), queue size in bytes, next free
+    /// slot (byte offset), next wait status slot.
+    pub desc_size: u64,
+    pub queue_size: u64,
+    pub free_head: u64,
+    pub status_slot: u64,
+}
+
+/// Guest RAM backed by a memfd, mapped at guest-physical 0.
+pub fn memfd_ram(size: u64) -> GuestMemory {
+    let fd = rustix::fs::memfd_create("guest-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, size).unwrap();
+    let mem = GuestMemory::new();
+    let request = DmaMapRequest {
+        address: 0,
+        size,
+        fd_offset: 0,
+        readable: true,
+        writable: true,
+    };
+    mem.map(&request, Some(fd)).unwrap();
+    mem
+}
+
+impl Machine {
+    /// A unit with `config` over fresh RAM.
+    pub fn new(config: VtdConfig) -> Self {
+        let mem = memfd_ram(RAM_SIZE);
+        let unit = RemappingUnit::new(config, mem.clone());
+        Machine {
+            mem,
+            unit,
+            sink: RecordingSink::new(),
+            gcmd: 0,
+            desc_size: 16,
+            queue_size: 4096,
+            free_head: 0,
+            status_slot: 0,
+        }
+    }
+
+    /// A unit with the default (Linux SVA) configuration.
+    pub fn default_config() -> Self {
+        Self::new(VtdConfig::default())
+    }
+
+    pub fn readl(&self, offset: u64) -> u32 {
+        self.unit.mmio_read(offset, 4) as u32
+    }
+
+    pub fn readq(&self, offset: u64) -> u64 {
+        self.unit.mmio_read(offset, 8)
+    }
+
+    pub fn writel(&mut self, offset: u64, value: u32) {
+        self.unit
+            .mmio_write(offset, 4, value.into(), &mut self.sink);
+    }
+
+    pub fn writeq(&mut self, offset: u64, value: u64) {
+        self.unit.mmio_write(offset, 8, value, &mut self.sink);
+    }
+
+    pub fn mem_u32(&self, addr: u64) -> u32 {
+        let mut buf = [0; 4];
+        self.mem.read(Gpa(addr), &mut buf).unwrap();
+        u32::from_le_bytes(buf)
+    }
+
+    pub fn set_mem_u32(&self, addr: u64, value: u32) {
+        self.mem.write(Gpa(addr), &value.to_le_bytes()).unwrap();
+    }
+
+    pub fn mem_u64(&self, addr: u64) -> u64 {
+        self.mem.read_u64(Gpa(addr)).unwrap()
+    }
+
+    pub fn set_mem_u64(&self, addr: u64, value: u64) {
+        self.mem.write_u64(Gpa(addr), value).unwrap();
+    }
+
+    /// dmar_msi_write + unmask for the three event sources.
+    pub fn program_events(&mut self) {
+        for (data, addr, ctl, value) in [
+            (DMAR_FEDATA_REG, DMAR_FEADDR_REG, DMAR_FECTL_REG, FE_DATA),
+            (DMAR_PEDATA_REG, DMAR_PEADDR_REG, DMAR_PECTL_REG, PE_DATA),
+            (DMAR_IEDATA_REG, DMAR_IEADDR_REG, DMAR_IECTL_REG, IE_DATA),
+        ] {
+            self.writel(data, value);
+            self.writel(addr, FE_ADDR);
+            self.writel(addr + 4, 0);
+            self.writel(ctl, 0);
+        }
+    }
+
+    /// iommu_set_root_entry: RTADDR (with TTM 01 in scalable mode), then GCMD.SRTP, and wait
+    /// for GSTS.RTPS.
+    pub fn set_root_entry(&mut self, scalable: bool) {
+        self.writeq(DMAR_RTADDR_REG, ROOT_TABLE | (u64::from(scalable) << 10));
+        self.writel(DMAR_GCMD_REG, self.gcmd | (1 << 30));
+        assert_ne!(self.readl(DMAR_GSTS_REG) & (1 << 30), 0, "GSTS.RTPS");
+    }
+
+    /// iommu_enable_translation: GCMD.TE, wait for GSTS.TES.
+    pub fn enable_translation(&mut self) {
+        self.gcmd |= 1 << 31;
+        self.writel(DMAR_GCMD_REG, self.gcmd);
+        assert_ne!(self.readl(DMAR_GSTS_REG) & (1 << 31), 0, "GSTS.TES");
+    }
+
+    /// iommu_disable_translation.
+    pub fn disable_translation(&mut self) {
+        self.gcmd &= !(1 << 31);
+        self.writel(DMAR_GCMD_REG, self.gcmd);
+        assert_eq!(self.readl(DMAR_GSTS_REG) & (1 << 31), 0);
+    }
+
+    /// __dmar_enable_qi: IQT = 0, IQA = base | DW | QS, GCMD.QIE, wait for GSTS.QIES.
+    pub fn enable_qi(&mut self, qs: u8, wide: bool) {
+        self.desc_size = if wide { 32 } else { 16 };
+        self.queue_size = 4096 << qs;
+        self.free_head = 0;
+        self.writel(DMAR_IQT_REG, 0);
+        self.writeq(
+            DMAR_IQA_REG,
+            IQ_BASE | (u64::from(wide) << 11) | u64::from(qs),
+        );
+        self.gcmd |= 1 << 26;
+        self.writel(DMAR_GCMD_REG, self.gcmd);
+        assert_ne!(self.readl(DMAR_GSTS_REG) & (1 << 26), 0, "GSTS.QIES");
+    }
+
+    /// dmar_disable_qi.
+    pub fn disable_qi(&mut self) {
+        self.gcmd &= !(1 << 26);
+        self.writel(DMAR_GCMD_REG, self.gcmd);
+        assert_eq!(self.readl(DMAR_GSTS_REG) & (1 << 26), 0);
+    }
+
+    /// Writes a descriptor at the next free slot (only the quadwords of the queue's width).
+    pub fn push(&mut self, desc: [u64; 4]) -> u64 {
+        let at = IQ_BASE + self.free_head;
+        for (i, qword) in desc.iter().take((self.desc_size / 8) as usize).enumerate() {
+            self.set_mem_u64(at + i as u64 * 8, *qword);
+        }
+        let offset = self.free_head;
+        self.free_head = (self.free_head + self.desc_size) % self.queue_size;
+        offset
+    }
+
+    /// writel(free_head << shift, IQT) as qi_submit_sync does.
+    pub fn ring(&mut self) {
+        self.writel(DMAR_IQT_REG, self.free_head as u32);
+    }
+
+    /// A fresh wait status slot, set to QI_IN_USE.
+    pub fn status_slot(&mut self) -> u64 {
+        let addr = STATUS_BASE + self.status_slot * 4;
+        self.status_slot += 1;
+        self.set_mem_u32(addr, QI_IN_USE);
+        addr
+    }
+
+    /// qi_submit_sync: the descriptors, then a wait descriptor with a status write; rings IQT.
+    /// Returns the status slot's final value (QI_DONE when the unit completed them).
+    pub fn submit(&mut self, descs: &[[u64; 4]]) -> u32 {
+        for desc in descs {
+            self.push(*desc);
+        }
+        let status = self.status_slot();
+        self.push(qi::wait(status, QI_DONE, true, false, false, false));
+        self.ring();
+        self.mem_u32(status)
+    }
+
+    /// IQH as a byte offset.
+    pub fn iqh(&self) -> u64 {
+        self.readq(DMAR_IQH_REG)
+    }
+
+    /// intel_iommu_enable_prq: PQH = PQT = 0, PQA = base | order.
+    pub fn enable_prq(&mut self, order: u8) {
+        self.writeq(DMAR_PQH_REG, 0);
+        self.writeq(DMAR_PQT_REG, 0);
+        self.writeq(DMAR_PQA_REG, PRQ_BASE | u64::from(order));
+    }
+
+    /// The Linux boot sequence in scalable mode up to PRQ setup: events, root table, QI with
+    /// 256-bit descriptors, translation on.
+    pub fn boot_scalable(&mut self) {
+        self.program_events();
+        self.enable_qi(1, true);
+        self.set_root_entry(true);
+        assert_eq!(
+            self.submit(&[
+                qi::cc(1, 0, 0, 0),
+                qi::pc(3, 0, 0),
+                qi::iotlb(1, 0, 0, false, 0)
+            ]),
+            QI_DONE
+        );
+        self.enable_translation();
+    }
+}
