@@ -12,10 +12,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[path = "../guest-tests/harness/qemu.rs"]
+mod qemu;
 
 const PING_ROUNDS: usize = 20_000;
 const WINDOWS_US: [u64; 4] = [0, 50, 200, 1000];
@@ -123,12 +126,6 @@ struct GuestResult {
     idle_cpu_percent: f64,
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("VSVM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vsvm-cache"))
-}
-
 /// CPU time (user + system) a process has used, from /proc/PID/stat, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -163,46 +160,8 @@ fn start_server(socket: &Path, window_us: u64) -> Child {
 }
 
 fn start_guest(socket: &Path) -> Child {
-    let cache = cache_dir();
-    let device = format!(
-        r#"{{"driver":"vfio-user-pci","socket":{{"path":"{}","type":"unix"}},"addr":"04.0"}}"#,
-        socket.display()
-    );
-    Command::new(cache.join("bin/qemu-system-x86_64"))
-        .args([
-            "-machine",
-            "q35,accel=tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "512M",
-            "-smp",
-            "1",
-        ])
-        .args([
-            "-object",
-            "memory-backend-memfd,id=mem,size=512M,share=on",
-            "-machine",
-            "memory-backend=mem",
-        ])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(cache.join("guest/vmlinuz"))
-        .arg("-initrd")
-        .arg(cache.join("guest/initramfs.cpio.gz"))
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 intremap=off panic=-1 quiet vsvm.test=latency vsvm.idle={}",
-            IDLE_SECONDS + 2
-        ))
-        .arg("-device")
-        .arg(device)
+    let extra = format!("quiet vsvm.idle={}", IDLE_SECONDS + 2);
+    qemu::guest_command(socket, "latency", &extra, qemu::Memory::MemfdShared)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -46,16 +46,31 @@ fn test_layers_import_only_downward() {
     rust_files(&root.join("devices"), &mut files);
     let mut violations = Vec::new();
     for file in files {
-        let base = if file.starts_with(root.join("devices")) { root.to_path_buf() } else { root.join("src") };
-        let Some(layer) = layer_of(&base, &file) else { continue };
-        let Some(ok) = allowed.get(layer.as_str()) else { continue }; // lib.rs, main.rs
+        let base = if file.starts_with(root.join("devices")) {
+            root.to_path_buf()
+        } else {
+            root.join("src")
+        };
+        let Some(layer) = layer_of(&base, &file) else {
+            continue;
+        };
+        let Some(ok) = allowed.get(layer.as_str()) else {
+            continue;
+        }; // lib.rs, main.rs
         let text = std::fs::read_to_string(&file).unwrap();
         for (i, _) in text.match_indices("crate::") {
-            let target: String = text[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let target: String = text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             if target != layer && !ok.contains(&target.as_str()) {
                 violations.push(format!("{}: {layer} uses crate::{target}", file.display()));
             }
         }
     }
-    assert!(violations.is_empty(), "imports against the layering:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "imports against the layering:\n{}",
+        violations.join("\n")
+    );
 }

@@ -5,21 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::sleep;
+
+use super::qemu::guest_command;
+pub use super::qemu::Memory;
 use std::time::{Duration, Instant};
 
 /// Hard limit for one boot (a healthy one takes ~10 s under TCG).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Guests run one at a time: two TCG guests on a 2-core machine only slow each other down.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
-
-/// How guest RAM is backed.
-#[derive(Clone, Copy, Debug)]
-pub enum Memory {
-    /// memfd with share=on: every RAM DMA_MAP carries an fd.
-    MemfdShared,
-    /// Plain anonymous RAM: maps come without fds, the server uses DMA_READ/WRITE.
-    Anonymous,
-}
 
 /// One boot.
 pub struct Boot<'a> {
@@ -54,22 +48,6 @@ impl Run {
             self.console
         );
     }
-}
-
-fn cache_dir() -> PathBuf {
-    match std::env::var_os("VSVM_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vsvm-cache"),
-    }
-}
-
-fn require(path: &Path) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup first (the README test command does)",
-        path.display()
-    );
-    path.to_path_buf()
 }
 
 fn work_dir(name: &str) -> PathBuf {
@@ -118,45 +96,8 @@ impl Server {
 
     /// Boots a guest attached to this server and waits for it to power off.
     pub fn boot(&self, boot: &Boot) -> Run {
-        let cache = cache_dir();
         let console_path = self.dir.join(format!("console-{}.log", boot.test));
-        let mut qemu = Command::new(require(&cache.join("bin/qemu-system-x86_64")));
-        qemu.args([
-            "-machine",
-            "q35,accel=tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "512M",
-            "-smp",
-            "1",
-        ])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(require(&cache.join("guest/vmlinuz")))
-        .arg("-initrd")
-        .arg(require(&cache.join("guest/initramfs.cpio.gz")))
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 intremap=off panic=-1 vsvm.test={} {}",
-            boot.test, boot.append
-        ))
-        .arg("-device")
-        .arg(vfio_user_device(&self.socket));
-        if let Memory::MemfdShared = boot.memory {
-            qemu.args([
-                "-object",
-                "memory-backend-memfd,id=mem,size=512M,share=on",
-                "-machine",
-                "memory-backend=mem",
-            ]);
-        }
+        let mut qemu = guest_command(&self.socket, boot.test, boot.append, boot.memory);
         let console_file = fs::File::create(&console_path).unwrap();
         let mut child = qemu
             .stdin(Stdio::null())
@@ -194,12 +135,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The JSON -device argument (the only form QEMU 11 accepts for vfio-user-pci).
-fn vfio_user_device(socket: &Path) -> String {
-    let socket = serde_json::json!({ "path": socket, "type": "unix" });
-    serde_json::json!({ "driver": "vfio-user-pci", "socket": socket, "addr": "04.0" }).to_string()
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> bool {

@@ -3,6 +3,7 @@
 //! exit code on the console. Needs `scripts/setup` (the README's test command runs it).
 
 mod guest;
+mod qemu;
 
 use guest::{Boot, Memory, Server};
 

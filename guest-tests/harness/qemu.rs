@@ -1,0 +1,79 @@
+//! The QEMU command line of a test guest: stock QEMU 11 from the setup cache under TCG, the
+//! Debian kernel and our initramfs, and the server's socket attached as a vfio-user function.
+//! Shared by the guest tests and `benches/latency.rs`.
+#![allow(dead_code)] // each user takes what it needs
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How guest RAM is backed.
+#[derive(Clone, Copy, Debug)]
+pub enum Memory {
+    /// memfd with share=on: every RAM DMA_MAP carries an fd.
+    MemfdShared,
+    /// Plain anonymous RAM: maps come without fds, the server uses DMA_READ/WRITE.
+    Anonymous,
+}
+
+/// Where `scripts/setup` put QEMU, the kernel and the initramfs.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("VSVM_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vsvm-cache"),
+    }
+}
+
+/// `path`, or a panic telling how to create it.
+pub fn require(path: &Path) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first (the README test command does)",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// The JSON -device argument (the only form QEMU 11 accepts for vfio-user-pci).
+pub fn vfio_user_device(socket: &Path) -> String {
+    let socket = serde_json::json!({ "path": socket, "type": "unix" });
+    serde_json::json!({ "driver": "vfio-user-pci", "socket": socket, "addr": "04.0" }).to_string()
+}
+
+/// A guest that runs `/guest/tests/<test>` (kernel parameter `vsvm.test`) with `extra` kernel
+/// parameters, the accelerator at 00:04.0 served on `socket`; console on stdout.
+pub fn guest_command(socket: &Path, test: &str, extra: &str, memory: Memory) -> Command {
+    let cache = cache_dir();
+    let mut qemu = Command::new(require(&cache.join("bin/qemu-system-x86_64")));
+    qemu.args([
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "512M",
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(require(&cache.join("guest/vmlinuz")))
+    .arg("-initrd")
+    .arg(require(&cache.join("guest/initramfs.cpio.gz")))
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 intremap=off panic=-1 vsvm.test={test} {extra}"
+    ))
+    .arg("-device")
+    .arg(vfio_user_device(socket));
+    if let Memory::MemfdShared = memory {
+        qemu.args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
+            .args(["-machine", "memory-backend=mem"]);
+    }
+    qemu
+}
