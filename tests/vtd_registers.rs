@@ -3,8 +3,10 @@
 //! invalidation, queued invalidation (every descriptor type, every error class), fault
 //! recording, the page request queue, and the three interrupt sources.
 
-mod vtd_support;
+mod common_vtd;
 
+use common_vtd::driver::*;
+use common_vtd::Structures;
 use proptest::prelude::*;
 use vsvm::vtd::cap::{FRCD_OFFSET, IOTLB_OFFSET};
 use vsvm::vtd::regs::*;
@@ -12,7 +14,6 @@ use vsvm::vtd::{
     Access, DevTlbInvalidation, InterruptKind, PageGroupResponse, PageRequest, PageRequestOutcome,
     PageResponseCode, Pasid, Request, SourceId, VtdConfig, VtdInterrupt,
 };
-use vtd_support::*;
 
 const GCMD_TE: u32 = 1 << 31;
 const GCMD_SRTP: u32 = 1 << 30;
@@ -84,10 +85,6 @@ fn test_reset_values() {
         DMAR_IQT_REG,
         DMAR_IQA_REG,
         DMAR_IQER_REG,
-    ] {
-        assert_eq!(m.readq(reg), 0, "0x{reg:x}");
-    }
-    for reg in [
         DMAR_PQH_REG,
         DMAR_PQT_REG,
         DMAR_PQA_REG,
@@ -270,7 +267,11 @@ fn test_reserved_ttm_latches_an_unusable_root_and_translations_fault() {
         access: Access::READ,
     };
     assert!(m.unit.translate(&req, &mut m.sink).is_err());
-    assert_eq!(m.readl(FRCD_OFFSET + 12) & 0xff, 0x08, "root table invalid");
+    assert_eq!(
+        m.readl(FRCD_OFFSET + 12) & 0xff,
+        0x31,
+        "invalid TTM (QEMU VTD_FR_RTADDR_INV_TTM)"
+    );
 }
 
 #[test]
@@ -398,7 +399,7 @@ fn test_qi_tail_written_as_64_bits_too() {
     let status = m.status_slot();
     m.push(qi::wait(status, QI_DONE, true, false, false, false));
     m.writeq(DMAR_IQT_REG, m.free_head);
-    assert_eq!(m.mem_u32(status), QI_DONE);
+    assert_eq!(m.ram.read_u32(status), QI_DONE);
 }
 
 #[test]
@@ -532,7 +533,7 @@ fn test_completion_event_pending_while_masked() {
     // SW and IF together: status written, event pending.
     m.push(qi::wait(status, QI_DONE, true, true, false, false));
     m.ring();
-    assert_eq!(m.mem_u32(status), QI_DONE);
+    assert_eq!(m.ram.read_u32(status), QI_DONE);
     assert!(m.sink.events.is_empty());
     assert_eq!(m.readl(DMAR_IECTL_REG), CTL_IM | CTL_IP);
     m.writel(DMAR_IECTL_REG, 0);
@@ -569,16 +570,16 @@ fn test_disabling_qi_resets_iqh() {
 fn test_iqt_written_while_qi_is_disabled_runs_at_enable() {
     let mut m = Machine::default_config();
     let status = m.status_slot();
-    m.set_mem_u64(
+    m.ram.write(
         IQ_BASE,
         qi::wait(status, QI_DONE, true, false, false, false)[0],
     );
-    m.set_mem_u64(IQ_BASE + 8, status);
+    m.ram.write(IQ_BASE + 8, status);
     m.writeq(DMAR_IQA_REG, IQ_BASE);
     m.writel(DMAR_IQT_REG, 16);
-    assert_eq!(m.mem_u32(status), QI_IN_USE, "not before QIE");
+    assert_eq!(m.ram.read_u32(status), QI_IN_USE, "not before QIE");
     m.writel(DMAR_GCMD_REG, GCMD_QIE);
-    assert_eq!(m.mem_u32(status), QI_DONE);
+    assert_eq!(m.ram.read_u32(status), QI_DONE);
 }
 
 /// Submits `bad` after a good descriptor and checks the queue stopped on it with `code`.
@@ -596,7 +597,11 @@ fn expect_queue_error(m: &mut Machine, bad: [u64; 4], code: u64) {
     );
     assert_eq!(m.readl(DMAR_FSTS_REG) & FSTS_IQE, FSTS_IQE);
     assert_eq!(iqei(m), code, "IQEI");
-    assert_eq!(m.mem_u32(status), QI_IN_USE, "later descriptors not run");
+    assert_eq!(
+        m.ram.read_u32(status),
+        QI_IN_USE,
+        "later descriptors not run"
+    );
     assert_eq!(m.sink.interrupts(), vec![fault_irq()]);
     // Another IQT write while IQE is set does nothing.
     m.ring();
@@ -605,11 +610,11 @@ fn expect_queue_error(m: &mut Machine, bad: [u64; 4], code: u64) {
     // resumes at IQH.
     let wait = qi::wait(status, QI_DONE, true, false, false, false);
     for (i, qword) in wait.iter().take((m.desc_size / 8) as usize).enumerate() {
-        m.set_mem_u64(IQ_BASE + at + i as u64 * 8, *qword);
+        m.ram.write(IQ_BASE + at + i as u64 * 8, *qword);
     }
     m.writel(DMAR_FSTS_REG, FSTS_IQE);
     assert_eq!(m.readl(DMAR_FSTS_REG), 0);
-    assert_eq!(m.mem_u32(status), QI_DONE);
+    assert_eq!(m.ram.read_u32(status), QI_DONE);
     assert_eq!(m.iqh(), m.free_head);
 }
 
@@ -774,6 +779,13 @@ fn faulting_request(addr: u64, access: Access, pasid: Option<u32>) -> Request {
     }
 }
 
+/// A read without PASID from `DEVICE` at `addr`, which faults on a machine without contexts.
+fn read_fault(m: &mut Machine, addr: u64) {
+    let _ = m
+        .unit
+        .translate(&faulting_request(addr, Access::READ, None), &mut m.sink);
+}
+
 /// Translation on with a root table; every translation faults (no context entries).
 fn machine_with_translation(records: u16) -> Machine {
     let mut m = Machine::new(VtdConfig {
@@ -786,18 +798,12 @@ fn machine_with_translation(records: u16) -> Machine {
     m
 }
 
-/// What Linux's dmar_fault reads from record `index` (32-bit reads of the upper half).
-fn read_record(m: &Machine, index: u64) -> (u32, u32, u64) {
-    let base = FRCD_OFFSET + 16 * index;
-    (m.readl(base + 12), m.readl(base + 8), m.readq(base))
-}
-
 #[test]
 fn test_fault_is_recorded_bit_by_bit_and_raises_fault_event() {
     let mut m = machine_with_translation(4);
     let req = faulting_request(0x1234_5678, Access::READ, Some(0x4321));
     let fault = m.unit.translate(&req, &mut m.sink).unwrap_err();
-    let (hi, mid, lo) = read_record(&m, 0);
+    let (hi, mid, lo) = m.fault_record(0);
     assert_eq!(hi >> 31, 1, "F");
     assert_eq!((hi >> 30) & 1, 1, "T: read");
     assert_eq!((hi >> 28) & 3, 0, "AT: untranslated");
@@ -821,12 +827,12 @@ fn test_fault_is_recorded_bit_by_bit_and_raises_fault_event() {
         Some(1),
     );
     m.unit.translate(&write, &mut m.sink).unwrap_err();
-    let (hi, mid, _) = read_record(&m, 1);
+    let (hi, mid, _) = m.fault_record(1);
     assert_eq!((hi >> 30) & 1, 0, "T: write");
     assert_eq!((mid >> 29) & 3, 3, "EXE, PRIV");
     let no_pasid = faulting_request(0x8000, Access::READ, None);
     m.unit.translate(&no_pasid, &mut m.sink).unwrap_err();
-    let (hi, mid, _) = read_record(&m, 2);
+    let (hi, mid, _) = m.fault_record(2);
     assert_eq!((mid >> 31, (hi >> 8) & 0xfffff), (0, 0), "no PASID");
     assert_eq!(
         m.sink.interrupts().len(),
@@ -839,32 +845,26 @@ fn test_fault_is_recorded_bit_by_bit_and_raises_fault_event() {
 fn test_fault_overflow_sets_pfo_and_keeps_records() {
     let mut m = machine_with_translation(2);
     for addr in [0x1000, 0x2000, 0x3000] {
-        let _ = m
-            .unit
-            .translate(&faulting_request(addr, Access::READ, None), &mut m.sink);
+        read_fault(&mut m, addr);
     }
     assert_eq!(m.readl(DMAR_FSTS_REG), FSTS_PFO | FSTS_PPF);
-    assert_eq!(read_record(&m, 0).2, 0x1000);
-    assert_eq!(read_record(&m, 1).2, 0x2000);
+    assert_eq!(m.fault_record(0).2, 0x1000);
+    assert_eq!(m.fault_record(1).2, 0x2000);
     // Linux's dmar_fault: clear each F (writel at +12), then PFO | PPF.
     m.writel(FRCD_OFFSET + 12, FRCD_F);
     m.writel(FRCD_OFFSET + 16 + 12, FRCD_F);
     assert_eq!(m.readl(DMAR_FSTS_REG), FSTS_PFO, "PPF follows the F bits");
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x4000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x4000);
     assert_eq!(
-        read_record(&m, 0).0 >> 31,
+        m.fault_record(0).0 >> 31,
         0,
         "nothing recorded while PFO is set"
     );
     m.writel(DMAR_FSTS_REG, FSTS_PFO | FSTS_PPF | (1 << 7));
     assert_eq!(m.readl(DMAR_FSTS_REG), 0);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x5000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x5000);
     // The index went on to register 0 after wrapping (records 0 and 1 used, overflow at 0).
-    assert_eq!(read_record(&m, 0).2, 0x5000);
+    assert_eq!(m.fault_record(0).2, 0x5000);
     assert_eq!(m.readl(DMAR_FSTS_REG), FSTS_PPF, "FRI = 0");
     assert_eq!(m.sink.interrupts().len(), 2);
 }
@@ -872,16 +872,10 @@ fn test_fault_overflow_sets_pfo_and_keeps_records() {
 #[test]
 fn test_fri_names_the_first_pending_record() {
     let mut m = machine_with_translation(4);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x1000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x1000);
     m.writel(FRCD_OFFSET + 12, FRCD_F);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x2000, Access::READ, None), &mut m.sink);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x3000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x2000);
+    read_fault(&mut m, 0x3000);
     assert_eq!(m.readl(DMAR_FSTS_REG), FSTS_PPF | (1 << 8), "FRI = 1");
 }
 
@@ -889,9 +883,7 @@ fn test_fri_names_the_first_pending_record() {
 fn test_fault_event_pending_while_masked_and_dropped_when_serviced() {
     let mut m = machine_with_translation(4);
     m.writel(DMAR_FECTL_REG, CTL_IM);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x1000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x1000);
     assert!(m.sink.events.is_empty());
     assert_eq!(m.readl(DMAR_FECTL_REG), CTL_IM | CTL_IP);
     m.writel(DMAR_FECTL_REG, 0);
@@ -899,9 +891,7 @@ fn test_fault_event_pending_while_masked_and_dropped_when_serviced() {
     // Masked; servicing the record before unmasking drops the pending message.
     m.writel(FRCD_OFFSET + 12, FRCD_F);
     m.writel(DMAR_FECTL_REG, CTL_IM);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x2000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x2000);
     assert_eq!(m.readl(DMAR_FECTL_REG), CTL_IM | CTL_IP);
     m.writel(FRCD_OFFSET + 16 + 12, FRCD_F);
     assert_eq!(m.readl(DMAR_FECTL_REG), CTL_IM);
@@ -912,17 +902,13 @@ fn test_fault_event_pending_while_masked_and_dropped_when_serviced() {
 #[test]
 fn test_fault_index_resets_when_translation_is_disabled() {
     let mut m = machine_with_translation(4);
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x1000, Access::READ, None), &mut m.sink);
+    read_fault(&mut m, 0x1000);
     m.writel(FRCD_OFFSET + 12, FRCD_F);
     m.disable_translation();
     m.enable_translation();
-    let _ = m
-        .unit
-        .translate(&faulting_request(0x2000, Access::READ, None), &mut m.sink);
-    assert_eq!(read_record(&m, 0).2, 0x2000);
-    assert_eq!(read_record(&m, 1).0, 0);
+    read_fault(&mut m, 0x2000);
+    assert_eq!(m.fault_record(0).2, 0x2000);
+    assert_eq!(m.fault_record(1).0, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,32 +929,23 @@ fn page_request(addr: u64, pasid: Option<u32>, last: bool, prg_index: u16) -> Pa
     }
 }
 
-fn machine_with_prq(order: u8) -> Machine {
+/// Scalable translation on, a page request queue of 2^order pages, and page requests enabled
+/// (context PRE) for `DEVICE` and for `sources`.
+fn machine_with_prq(order: u8, sources: &[SourceId]) -> Machine {
     let mut m = Machine::default_config();
     m.boot_scalable();
     m.enable_prq(order);
+    for &sid in [DEVICE].iter().chain(sources) {
+        m.sm_context(sid, true, 7);
+        m.enable_page_requests(sid, &[]);
+    }
     m.sink.clear();
     m
 }
 
-/// Linux's prq_event_thread: clear PPR, walk head to tail, write PQH = tail. Returns the
-/// descriptors read.
-fn drain_prq(m: &mut Machine, size: u64) -> Vec<[u64; 4]> {
-    m.writel(DMAR_PRS_REG, PRS_PPR);
-    let tail = m.readq(DMAR_PQT_REG) & (size - 0x20);
-    let mut head = m.readq(DMAR_PQH_REG) & (size - 0x20);
-    let mut out = Vec::new();
-    while head != tail {
-        out.push([0, 8, 16, 24].map(|o| m.mem_u64(PRQ_BASE + head + o)));
-        head = (head + 0x20) % size;
-    }
-    m.writeq(DMAR_PQH_REG, tail);
-    out
-}
-
 #[test]
 fn test_page_request_descriptor_bit_by_bit() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[SourceId(0x0128)]);
     let req = PageRequest {
         source: SourceId(0x0128),
         pasid: Pasid::new(0xabcde),
@@ -985,7 +962,7 @@ fn test_page_request_descriptor_bit_by_bit() {
         m.unit.page_request(req, &mut m.sink),
         PageRequestOutcome::Queued { offset: 0 }
     );
-    let [qw0, qw1, qw2, qw3] = [0, 8, 16, 24].map(|o| m.mem_u64(PRQ_BASE + o));
+    let [qw0, qw1, qw2, qw3] = [0, 8, 16, 24].map(|o| m.ram.read(PRQ_BASE + o));
     // struct page_req_dsc and decode_prq_descriptor.
     assert_eq!(qw0 & 0xff, 1, "type");
     assert_eq!((qw0 >> 8) & 1, 1, "pasid_present");
@@ -1009,13 +986,13 @@ fn test_page_request_descriptor_bit_by_bit() {
 
 #[test]
 fn test_page_request_event_once_per_ppr() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     for i in 0..3 {
         m.unit
             .page_request(page_request(0x1000 * i, Some(1), i == 2, 0), &mut m.sink);
     }
     assert_eq!(m.sink.interrupts().len(), 1, "PPR stayed set");
-    assert_eq!(drain_prq(&mut m, 4096).len(), 3);
+    assert_eq!(m.drain_prq(4096).len(), 3);
     assert_eq!(m.readl(DMAR_PRS_REG), 0);
     m.unit
         .page_request(page_request(0x4000, Some(1), true, 1), &mut m.sink);
@@ -1024,7 +1001,7 @@ fn test_page_request_event_once_per_ppr() {
 
 #[test]
 fn test_page_request_event_pending_while_masked() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     m.writel(DMAR_PECTL_REG, CTL_IM);
     m.unit
         .page_request(page_request(0x1000, Some(1), true, 0), &mut m.sink);
@@ -1035,7 +1012,7 @@ fn test_page_request_event_pending_while_masked() {
         vec![irq(InterruptKind::PageRequest, PE_DATA)]
     );
     m.writel(DMAR_PECTL_REG, CTL_IM);
-    drain_prq(&mut m, 4096);
+    m.drain_prq(4096);
     m.unit
         .page_request(page_request(0x2000, Some(1), true, 0), &mut m.sink);
     m.writel(DMAR_PRS_REG, PRS_PPR);
@@ -1050,7 +1027,7 @@ fn test_page_request_event_pending_while_masked() {
 
 #[test]
 fn test_page_request_queue_wraps_around() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     // 128 entries of 32 bytes; 300 requests drained in batches of 50.
     let mut seen = 0u64;
     for batch in 0..6u64 {
@@ -1062,7 +1039,7 @@ fn test_page_request_queue_wraps_around() {
                 PageRequestOutcome::Queued { .. }
             ));
         }
-        for desc in drain_prq(&mut m, 4096) {
+        for desc in m.drain_prq(4096) {
             assert_eq!(desc[1] >> 12, seen, "in order across the wrap");
             seen += 1;
         }
@@ -1073,7 +1050,7 @@ fn test_page_request_queue_wraps_around() {
 
 #[test]
 fn test_page_request_overflow_sets_pro_and_auto_responds_success() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     for i in 0..127 {
         assert!(matches!(
             m.unit
@@ -1122,7 +1099,7 @@ fn test_page_request_overflow_sets_pro_and_auto_responds_success() {
         }
     );
     // Linux drains, then clears PRO once head == tail; while PRO is set nothing is queued.
-    assert_eq!(drain_prq(&mut m, 4096).len(), 127);
+    assert_eq!(m.drain_prq(4096).len(), 127);
     assert_eq!(
         m.unit
             .page_request(page_request(0x4000, Some(7), true, 3), &mut m.sink),
@@ -1141,7 +1118,7 @@ fn test_page_request_overflow_sets_pro_and_auto_responds_success() {
 
 #[test]
 fn test_page_request_with_pointers_outside_the_queue_is_not_written() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     m.writeq(DMAR_PQT_REG, 0x1000);
     assert_eq!(
         m.unit
@@ -1150,11 +1127,11 @@ fn test_page_request_with_pointers_outside_the_queue_is_not_written() {
             auto_response: true
         }
     );
-    assert_eq!(m.mem_u64(PRQ_BASE + 0x1000), 0);
+    assert_eq!(m.ram.read(PRQ_BASE + 0x1000), 0);
     assert_eq!(m.readl(DMAR_PRS_REG), PRS_PRO);
     assert_eq!(m.sink.interrupts().len(), 1, "PRO is a new condition");
     // Queue memory that is not there.
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     m.writeq(DMAR_PQA_REG, UNMAPPED);
     assert!(matches!(
         m.unit
@@ -1179,6 +1156,7 @@ fn test_page_requests_rejected_without_scalable_translation() {
         m.sink.page_group_responses()[0].code,
         PageResponseCode::InvalidRequest
     );
+    assert_eq!(m.fault_record(0).0, 0, "translation off: nothing recorded");
     m.set_root_entry(false);
     m.enable_translation();
     assert_eq!(
@@ -1190,6 +1168,9 @@ fn test_page_requests_rejected_without_scalable_translation() {
     );
     assert_eq!(m.readq(DMAR_PQT_REG), 0);
     assert_eq!(m.readl(DMAR_PRS_REG), 0);
+    let (hi, mid, lo) = m.fault_record(0);
+    assert_eq!(hi & 0xff, 0x32, "SRTA.3: page request with legacy TTM");
+    assert_eq!((mid & 0xffff, lo), (u32::from(DEVICE.0), 0x1000));
 }
 
 #[test]
@@ -1214,7 +1195,7 @@ fn test_page_requests_unsupported_without_prs() {
 
 #[test]
 fn test_reset_returns_to_reset_state() {
-    let mut m = machine_with_prq(0);
+    let mut m = machine_with_prq(0, &[]);
     m.unit
         .page_request(page_request(0x1000, Some(1), true, 0), &mut m.sink);
     m.unit.reset();
@@ -1242,7 +1223,7 @@ proptest! {
     ) {
         let mut m = Machine::default_config();
         for (i, qword) in queue.iter().enumerate() {
-            m.set_mem_u64(IQ_BASE + 8 * i as u64, *qword);
+            m.ram.write(IQ_BASE + 8 * i as u64, *qword);
         }
         m.writeq(DMAR_IQA_REG, IQ_BASE | (1 << 11));
         m.writeq(DMAR_PQA_REG, PRQ_BASE);
@@ -1254,7 +1235,7 @@ proptest! {
         for (addr, index, last) in requests {
             let req = page_request(addr, Some(u32::from(index)), last, index);
             let _ = m.unit.page_request(req, &mut m.sink);
-            let _ = m.unit.translate(&faulting_request(addr, Access::READ, None), &mut m.sink);
+            read_fault(&mut m, addr);
         }
     }
 }

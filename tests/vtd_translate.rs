@@ -86,23 +86,9 @@ struct NestedDevice {
     ss: Tree,
 }
 
-const NEST_OFFSET: u64 = 16 << 20;
-
 fn nested_device(v: &mut Vtd, five: bool, aw: u8, table_flags: u64, ss_flags: u64) -> NestedDevice {
     let (_, dir) = v.sm_context(DEV, true, 7);
-    let ss = Tree::new(&mut v.ram, aw + 2, Space::default(), RW);
-    for i in 0..8u64 {
-        ss.map(&mut v.ram, i << 21, NEST_OFFSET + (i << 21), 2, ss_flags);
-    }
-    v.ram.skip_to(NEST_OFFSET + (1 << 20));
-    let fs = Tree::new(
-        &mut v.ram,
-        if five { 5 } else { 4 },
-        Space {
-            offset: NEST_OFFSET,
-        },
-        table_flags,
-    );
+    let (fs, ss) = nested_trees(&mut v.ram, five, aw + 2, table_flags, ss_flags);
     v.set_pasid(
         dir,
         PASID,
@@ -447,10 +433,7 @@ fn test_legacy_root_and_context_faults() {
     v.ram.write(v.root + 8, 0);
     v.ram.write(v.root, 0x4000_0000 | ROOT_PRESENT); // context table outside guest RAM
     assert_eq!(v.reason(&req(DEV, None, IOVA, READ)), ContextTableInvalid);
-    assert_eq!(
-        v.reason(&req(DEV, Some(1), IOVA, READ)),
-        SmPasidRequestLegacyMode
-    );
+    assert_eq!(v.reason(&req(DEV, Some(1), IOVA, READ)), SmInvalidTtm);
 
     let view = v.ram.view();
     let outside = RootTable {
@@ -889,57 +872,69 @@ fn test_pass_through_faults() {
 fn test_nested_table_fetch_faults() {
     use FaultReason::*;
     let r = req(DEV, Some(PASID), VA, READ);
+    // A fresh nested device mapping VA to PA, changed by `setup`: the fault translating `r`.
+    let fault =
+        |aw: u8, table_flags: u64, ss_flags: u64, setup: &dyn Fn(&mut Vtd, &NestedDevice)| {
+            let mut v = Vtd::scalable();
+            let d = nested_device(&mut v, false, aw, table_flags, ss_flags);
+            d.fs.map(&mut v.ram, VA, PA, 1, PAGE_USER_RW);
+            setup(&mut v, &d);
+            v.reason(&r)
+        };
+    let table_at = |gpa: u64| {
+        move |v: &mut Vtd, d: &NestedDevice| v.ram.write(d.fs.slot(&v.ram, VA, 3), gpa | PAGE_TABLE)
+    };
+    let output_at = |gpa: u64| {
+        move |v: &mut Vtd, d: &NestedDevice| {
+            d.fs.map(&mut v.ram, VA, gpa, 1, PAGE_USER_RW);
+        }
+    };
     // FSPTPTR's GPA is not mapped by the second stage.
-    let mut v = Vtd::scalable();
-    let d = nested_device(&mut v, false, 2, PAGE_TABLE, RW);
-    v.set_pasid(
-        d.dir,
-        PASID,
-        PasidEntryBuilder::nested(32 << 20, false, d.ss.root, DID, 2),
+    let root_unmapped = |v: &mut Vtd, d: &NestedDevice| {
+        let entry = PasidEntryBuilder::nested(32 << 20, false, d.ss.root, DID, 2);
+        v.set_pasid(d.dir, PASID, entry);
+    };
+    assert_eq!(
+        fault(2, PAGE_TABLE, RW, &root_unmapped),
+        SmNestedFirstStageRootRead
     );
-    assert_eq!(v.reason(&r), SmNestedFirstStageRootRead);
     // A lower first-stage table not mapped by the second stage.
-    let mut v = Vtd::scalable();
-    let d = nested_device(&mut v, false, 2, PAGE_TABLE, RW);
-    d.fs.map(&mut v.ram, VA, PA, 1, PAGE_USER_RW);
-    v.ram
-        .write(d.fs.slot(&v.ram, VA, 3), (32 << 20) | PAGE_TABLE);
-    assert_eq!(v.reason(&r), SmNestedFirstStageEntryRead);
-    // A first-stage table address beyond the second stage's width (39 bits).
-    let mut v = Vtd::scalable();
-    let d = nested_device(&mut v, false, 1, PAGE_TABLE, RW);
-    d.fs.map(&mut v.ram, VA, PA, 1, PAGE_USER_RW);
-    v.ram
-        .write(d.fs.slot(&v.ram, VA, 3), (1 << 40) | PAGE_TABLE);
-    assert_eq!(v.reason(&r), SmNestedFirstStageBeyondWidth);
-    // The final output beyond the second stage's width.
-    let mut v = Vtd::scalable();
-    let d = nested_device(&mut v, false, 1, PAGE_TABLE, RW);
-    d.fs.map(&mut v.ram, VA, 1 << 40, 1, PAGE_USER_RW);
-    assert_eq!(v.reason(&r), SmNestedFirstStageBeyondWidth);
-    // Second stage read-only on the tables and A clear: the A update is a denied write.
-    let mut v = Vtd::scalable();
-    let d = nested_device(
-        &mut v,
-        false,
-        2,
-        PAGE_PRESENT | PAGE_RW | PAGE_USER,
-        DMA_PTE_READ,
+    assert_eq!(
+        fault(2, PAGE_TABLE, RW, &table_at(32 << 20)),
+        SmNestedFirstStageEntryRead
     );
-    d.fs.map(&mut v.ram, VA, PA, 1, PAGE_USER_RW);
-    assert_eq!(v.reason(&r), SmNestedFirstStageEntryWrite);
+    // A first-stage table address, or the final output, beyond the second stage's width.
+    assert_eq!(
+        fault(1, PAGE_TABLE, RW, &table_at(1 << 40)),
+        SmNestedFirstStageBeyondWidth
+    );
+    assert_eq!(
+        fault(1, PAGE_TABLE, RW, &output_at(1 << 40)),
+        SmNestedFirstStageBeyondWidth
+    );
+    // Second stage read-only on the tables and A clear: the A update is a denied write.
+    let no_a = PAGE_PRESENT | PAGE_RW | PAGE_USER;
+    assert_eq!(
+        fault(2, no_a, DMA_PTE_READ, &|_, _| ()),
+        SmNestedFirstStageEntryWrite
+    );
     // Second stage faults on the table itself.
-    let mut v = Vtd::scalable();
-    let d = nested_device(&mut v, false, 2, PAGE_TABLE, RW);
-    d.fs.map(&mut v.ram, VA, PA, 1, PAGE_USER_RW);
-    v.ram.set(d.ss.slot(&v.ram, 0, 2), 1 << 62);
-    assert_eq!(v.reason(&r), SmSecondStageEntryReserved);
+    let ss_reserved = |v: &mut Vtd, d: &NestedDevice| v.ram.set(d.ss.slot(&v.ram, 0, 2), 1 << 62);
+    assert_eq!(
+        fault(2, PAGE_TABLE, RW, &ss_reserved),
+        SmSecondStageEntryReserved
+    );
     // The final output is not mapped by the second stage.
+    let unmapped = 0x40_0000_0000;
+    assert_eq!(
+        fault(2, PAGE_TABLE, RW, &output_at(unmapped)),
+        SmSecondStageEntryPermission
+    );
+    // Once the second stage maps it read-only, reads go through and writes fault.
     let mut v = Vtd::scalable();
     let d = nested_device(&mut v, false, 2, PAGE_TABLE, RW);
-    d.fs.map(&mut v.ram, VA, 0x40_0000_0000, 1, PAGE_USER_RW);
-    assert_eq!(v.reason(&r), SmSecondStageEntryPermission);
-    d.ss.map(&mut v.ram, 0x40_0000_0000, PA, 1, DMA_PTE_READ);
+    d.fs.map(&mut v.ram, VA, unmapped, 1, PAGE_USER_RW);
+    d.ss.map(&mut v.ram, unmapped, PA, 1, DMA_PTE_READ);
     assert!(v.translate(&r).is_ok());
     assert_eq!(
         v.reason(&req(DEV, Some(PASID), VA, WRITE)),

@@ -5,15 +5,20 @@
 //! allows). An invalidation may drop more than it names, never less; where the spec leaves a
 //! choice the cache drops more (see each `invalidate_*`). Each cache is bounded: when one is
 //! full it is emptied, a replacement policy the spec permits and that keeps lookups O(1).
+//! The IOTLB, with its index for page-selective invalidation, is in `cache/iotlb.rs`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::context::{LegacyContext, ScalableContext};
 use super::ids::{DomainId, Pasid, SourceId};
 use super::pasid::PasidParams;
 use super::request::{Access, Perms};
-use super::walk::{self, PageSize};
+
+mod iotlb;
+
+use iotlb::Iotlb;
+pub use iotlb::{IotlbEntry, IotlbSize, IOTLB_CAPACITY};
 
 /// Context-cache invalidation (CCMD register or context-cache invalidate descriptor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +100,6 @@ pub enum PasidCacheInvalidation {
     },
 }
 
-/// Most IOTLB entries held at once.
-pub const IOTLB_CAPACITY: usize = 4096;
 /// Most PASID-cache entries held at once.
 pub const PASID_CACHE_CAPACITY: usize = 4096;
 
@@ -129,138 +132,6 @@ pub enum CachedContext {
     Legacy(LegacyContext),
     /// Scalable mode (no DID of its own).
     Scalable(ScalableContext),
-}
-
-/// How much input address space one IOTLB entry covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IotlbSize {
-    /// A page.
-    Page(PageSize),
-    /// Pass-through: all of `[0, 2^width)`.
-    Whole {
-        /// Address width.
-        width: u8,
-    },
-}
-
-impl IotlbSize {
-    /// Key class, in lookup order (smallest first).
-    const fn class(self) -> usize {
-        match self {
-            IotlbSize::Page(PageSize::Size4K) => 0,
-            IotlbSize::Page(PageSize::Size2M) => 1,
-            IotlbSize::Page(PageSize::Size1G) => 2,
-            IotlbSize::Whole { .. } => 3,
-        }
-    }
-
-    /// Size in bytes (at most 2^64 - 1 for a 64-bit width).
-    pub const fn bytes(self) -> u64 {
-        match self {
-            IotlbSize::Page(page) => page.bytes(),
-            IotlbSize::Whole { width } => match 1u64.checked_shl(width as u32) {
-                Some(bytes) => bytes,
-                None => u64::MAX,
-            },
-        }
-    }
-}
-
-/// Input-address shift of each key class (pass-through entries have one key per source).
-const CLASS_SHIFT: [u32; 4] = [
-    PageSize::Size4K.shift(),
-    PageSize::Size2M.shift(),
-    PageSize::Size1G.shift(),
-    u64::BITS,
-];
-/// Source-id position in a key's tag.
-const TAG_SOURCE_SHIFT: u32 = 40;
-/// Class position in a key's tag.
-const TAG_CLASS_SHIFT: u32 = 32;
-/// Tag value for requests without PASID (PASIDs are 20 bits).
-const TAG_NO_PASID: u64 = 1 << 20;
-
-/// IOTLB key: who asked (source-id, PASID or none), size class, page number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct IotlbKey {
-    tag: u64,
-    page: u64,
-}
-
-impl IotlbKey {
-    fn new(source: SourceId, pasid: Option<Pasid>, class: usize, addr: u64) -> Self {
-        let pasid = pasid.map_or(TAG_NO_PASID, |p| u64::from(p.raw()));
-        IotlbKey {
-            tag: (u64::from(source.0) << TAG_SOURCE_SHIFT)
-                | ((class as u64) << TAG_CLASS_SHIFT)
-                | pasid,
-            page: addr.checked_shr(CLASS_SHIFT[class]).unwrap_or(0),
-        }
-    }
-}
-
-impl Hash for IotlbKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // One word: the page number varies fastest, the tag is spread over the high bits.
-        state.write_u64(self.page ^ self.tag.rotate_left(23));
-    }
-}
-
-/// A cached translation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IotlbEntry {
-    /// First input address covered.
-    pub base: u64,
-    /// Output address of `base`.
-    pub output: u64,
-    /// Coverage.
-    pub size: IotlbSize,
-    /// Permissions for user-level requests.
-    pub user: Perms,
-    /// Permissions for supervisor-level requests.
-    pub supervisor: Perms,
-    /// Every D flag a write needs is set.
-    pub dirty: bool,
-    /// Domain.
-    pub domain: DomainId,
-    /// PASID the translation used (RID_PASID for scalable requests without PASID; `None` in
-    /// legacy mode).
-    pub pasid: Option<Pasid>,
-    /// First-stage or nested mapping (PGTT 001b/011b), which IOTLB invalidations without PASID
-    /// drop for the whole domain (VT-d spec 6.5.2.4).
-    pub first_stage: bool,
-    /// Requests without PASID are supervisor requests (RID_PRIV).
-    pub rid_priv: bool,
-}
-
-impl IotlbEntry {
-    /// Whether this entry can serve `access` (for a request with or without PASID) at `addr`
-    /// without a walk: permissions allow it and a write finds D already set. Returns the
-    /// output address and the permissions that applied.
-    #[inline]
-    pub fn serve(&self, addr: u64, with_pasid: bool, access: Access) -> Option<(u64, Perms)> {
-        let offset = addr.wrapping_sub(self.base);
-        if offset >= self.size.bytes() {
-            return None;
-        }
-        // Requests without PASID carry no execute/privilege attributes (PCIe PASID prefix).
-        let access = if with_pasid {
-            access
-        } else {
-            Access {
-                exec: false,
-                privileged: self.rid_priv,
-                ..access
-            }
-        };
-        let perms = if access.privileged {
-            self.supervisor
-        } else {
-            self.user
-        };
-        walk::check(perms, access).ok()?;
-        (!access.write || self.dirty).then_some((self.output.wrapping_add(offset), perms))
-    }
 }
 
 /// A cheap multiplicative hasher: keys are already well-distributed integers, so one multiply
@@ -333,28 +204,9 @@ impl Counts {
 pub struct Caches {
     context: FastMap<SourceId, CachedContext>,
     pasid: FastMap<(SourceId, u32), PasidParams>,
-    iotlb: FastMap<IotlbKey, IotlbEntry>,
-    /// Entries per key class, so a lookup probes only classes that hold something.
-    iotlb_classes: [usize; 4],
+    iotlb: Iotlb,
     context_counts: Counts,
     pasid_counts: Counts,
-    iotlb_counts: Counts,
-}
-
-/// Whether `[base, base + size)` and `[start, start + span)` intersect (inclusive ends, so
-/// that ranges reaching the top of the address space do not overflow).
-fn overlaps(base: u64, size: u64, start: u64, span: u64) -> bool {
-    let last = base.saturating_add(size.saturating_sub(1));
-    let range_last = start.saturating_add(span.saturating_sub(1));
-    base <= range_last && start <= last
-}
-
-/// Start and length of a page-selective invalidation (2^(12 + AM) bytes, aligned).
-fn page_range(addr: u64, address_mask: u8) -> (u64, u64) {
-    match 1u64.checked_shl(walk::PAGE_SHIFT + u32::from(address_mask)) {
-        Some(span) => (addr & !(span - 1), span),
-        None => (0, u64::MAX),
-    }
 }
 
 impl Caches {
@@ -388,46 +240,13 @@ impl Caches {
     /// and nested entry of the domain (VT-d spec 6.5.2.4: those are PASID-tagged and only
     /// PASID-based invalidations target their pages).
     pub fn invalidate_iotlb(&mut self, inv: IotlbInvalidation) {
-        match inv {
-            IotlbInvalidation::Global => self.iotlb_clear(),
-            IotlbInvalidation::Domain(did) => self.iotlb_retain(|e| e.domain != did),
-            IotlbInvalidation::Page {
-                domain,
-                addr,
-                address_mask,
-                ..
-            } => {
-                let (start, span) = page_range(addr, address_mask);
-                self.iotlb_retain(|e| {
-                    e.domain != domain
-                        || (!e.first_stage && !overlaps(e.base, e.size.bytes(), start, span))
-                });
-            }
-        }
+        self.iotlb.invalidate(inv);
     }
 
     /// Drops PASID-tagged IOTLB entries, whatever their PGTT (Linux tears down pass-through
     /// PASIDs with a PASID-selective flush, so those entries must go too).
     pub fn invalidate_pasid_iotlb(&mut self, inv: PasidIotlbInvalidation) {
-        match inv {
-            PasidIotlbInvalidation::Pasid { domain, pasid } => {
-                self.iotlb_retain(|e| e.domain != domain || e.pasid != Some(pasid));
-            }
-            PasidIotlbInvalidation::Page {
-                domain,
-                pasid,
-                addr,
-                address_mask,
-                ..
-            } => {
-                let (start, span) = page_range(addr, address_mask);
-                self.iotlb_retain(|e| {
-                    e.domain != domain
-                        || e.pasid != Some(pasid)
-                        || !overlaps(e.base, e.size.bytes(), start, span)
-                });
-            }
-        }
+        self.iotlb.invalidate_pasid(inv);
     }
 
     /// Drops PASID-cache entries.
@@ -447,7 +266,7 @@ impl Caches {
         CacheStats {
             context: self.context_counts.with_entries(self.context.len()),
             pasid: self.pasid_counts.with_entries(self.pasid.len()),
-            iotlb: self.iotlb_counts.with_entries(self.iotlb.len()),
+            iotlb: self.iotlb.counters(),
         }
     }
 
@@ -455,25 +274,7 @@ impl Caches {
     pub(crate) fn flush_all(&mut self) {
         self.context.clear();
         self.pasid.clear();
-        self.iotlb_clear();
-    }
-
-    /// Empties the IOTLB. `clear` rather than `retain`: it resets every slot to empty, where
-    /// removing entries one by one leaves tombstones that make later inserts rehash.
-    fn iotlb_clear(&mut self) {
         self.iotlb.clear();
-        self.iotlb_classes = [0; 4];
-    }
-
-    fn iotlb_retain(&mut self, mut keep: impl FnMut(&IotlbEntry) -> bool) {
-        let classes = &mut self.iotlb_classes;
-        self.iotlb.retain(|_, entry| {
-            let kept = keep(entry);
-            if !kept {
-                classes[entry.size.class()] -= 1;
-            }
-            kept
-        });
     }
 
     /// The context entry cached for `source`.
@@ -501,9 +302,8 @@ impl Caches {
         self.pasid.insert((source, pasid), params);
     }
 
-    /// Looks up the translation of `addr` for `source`/`pasid` and serves `access` from it.
-    /// A present entry that cannot serve the access (permissions, D not yet set) counts as a
-    /// miss: the walk decides.
+    /// Serves `access` at `addr` for `source`/`pasid` from the IOTLB, if an entry can (an entry
+    /// that cannot, for permissions or a D flag to set, counts as a miss: the walk decides).
     #[inline]
     pub(crate) fn iotlb_serve(
         &mut self,
@@ -512,19 +312,7 @@ impl Caches {
         addr: u64,
         access: Access,
     ) -> Option<(u64, Perms, IotlbEntry)> {
-        let mut found = None;
-        for class in 0..CLASS_SHIFT.len() {
-            if self.iotlb_classes[class] == 0 {
-                continue;
-            }
-            if let Some(entry) = self.iotlb.get(&IotlbKey::new(source, pasid, class, addr)) {
-                found = entry
-                    .serve(addr, pasid.is_some(), access)
-                    .map(|(out, perms)| (out, perms, *entry));
-                break;
-            }
-        }
-        self.iotlb_counts.record(found)
+        self.iotlb.serve(source, pasid, addr, access)
     }
 
     /// Caches a translation for requests from `source` with `pasid` (as the request carried
@@ -535,25 +323,16 @@ impl Caches {
         pasid: Option<Pasid>,
         entry: IotlbEntry,
     ) {
-        if self.iotlb.len() >= IOTLB_CAPACITY {
-            self.iotlb_clear();
-        }
-        let class = entry.size.class();
-        if self
-            .iotlb
-            .insert(IotlbKey::new(source, pasid, class, entry.base), entry)
-            .is_none()
-        {
-            self.iotlb_classes[class] += 1;
-        }
+        self.iotlb.insert(source, pasid, entry);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vtd::walk::PageSize;
 
-    fn entry(
+    pub(super) fn entry(
         base: u64,
         size: IotlbSize,
         domain: u16,
@@ -776,6 +555,6 @@ mod tests {
         }
         assert!(c.stats().iotlb.entries <= IOTLB_CAPACITY);
         c.invalidate_iotlb(IotlbInvalidation::Global);
-        assert_eq!(c.iotlb_classes, [0; 4]);
+        assert_eq!(c.iotlb.classes, [0; 4]);
     }
 }

@@ -3,6 +3,8 @@
 
 use bitfield_struct::bitfield;
 
+use super::walk::bits_from;
+
 /// Capability Register (CAP_REG, offset 0x08).
 #[bitfield(u64)]
 pub struct Cap {
@@ -283,7 +285,7 @@ impl VtdConfig {
 
     /// Mask of address bits the hardware can produce or accept (below MGAW).
     pub fn address_mask(&self) -> u64 {
-        (1u64 << self.mgaw) - 1
+        !bits_from(self.mgaw)
     }
 }
 

@@ -6,7 +6,7 @@ use bitfield_struct::bitfield;
 use super::cap::VtdConfig;
 use super::fault::FaultReason;
 use super::ids::DomainId;
-use super::walk::{bits_from, SsTable};
+use super::walk::{bits_from, SsTable, PAGE_SHIFT};
 
 /// Size of a legacy context entry.
 pub const LEGACY_CONTEXT_BYTES: u64 = 16;
@@ -214,7 +214,7 @@ impl LegacyContextEntry {
         let (levels, width) =
             second_stage_geometry(self.hi.aw(), config).ok_or(FaultReason::ContextEntryInvalid)?;
         let table = SsTable {
-            root: self.lo.ssptptr() << 12,
+            root: self.lo.ssptptr() << PAGE_SHIFT,
             levels,
             width,
             ad: false,
@@ -235,6 +235,8 @@ pub struct ScalableContext {
     pub fpd: bool,
     /// PASIDE.
     pub pasid_enable: bool,
+    /// PRE: the device's page requests may be queued (VT-d spec 7.5).
+    pub page_request_enable: bool,
     /// Address of the PASID directory.
     pub pasid_dir: u64,
     /// Number of PASID directory entries (2^(PDTS + 7)).
@@ -276,7 +278,8 @@ impl ScalableContextEntry {
         Ok(ScalableContext {
             fpd: w0.fpd(),
             pasid_enable: w0.paside(),
-            pasid_dir: w0.pasiddirptr() << 12,
+            page_request_enable: w0.pre(),
+            pasid_dir: w0.pasiddirptr() << PAGE_SHIFT,
             pasid_dir_entries: 1 << (u32::from(w0.pdts()) + 7),
             rid_pasid: w1.rid_pasid(),
             rid_priv: w1.rid_priv(),

@@ -42,8 +42,10 @@ pub enum FaultReason {
 
     /// SRTA.1: invalid root table address.
     SmRootTableAddressInvalid = 0x30,
-    /// SRTA.2: request with PASID while RTADDR_REG.TTM is legacy (00b).
-    SmPasidRequestLegacyMode = 0x31,
+    /// SRTA.2: RTADDR_REG.TTM cannot serve the request: legacy (00b) for a request with
+    /// PASID, or a mode the unit does not support (reserved 10b, abort-DMA 11b without
+    /// ECAP.ADMS, scalable 01b without ECAP.SMTS). QEMU `VTD_FR_RTADDR_INV_TTM`.
+    SmInvalidTtm = 0x31,
     /// SRTA.3: page group request while RTADDR_REG.TTM is legacy (00b).
     SmPageRequestLegacyMode = 0x32,
     /// SRT.1: accessing the scalable-mode root entry failed.
@@ -156,7 +158,7 @@ impl FaultReason {
             ContextEntryTranslationType,
             InterruptAddress,
             SmRootTableAddressInvalid,
-            SmPasidRequestLegacyMode,
+            SmInvalidTtm,
             SmPageRequestLegacyMode,
             SmRootEntryAccess,
             SmRootEntryNotPresent,
@@ -234,7 +236,7 @@ impl FaultReason {
                 | RootEntryReserved
                 | ContextEntryReserved
                 | SmRootTableAddressInvalid
-                | SmPasidRequestLegacyMode
+                | SmInvalidTtm
                 | SmPageRequestLegacyMode
                 | SmRootEntryAccess
                 | SmRootEntryNotPresent
@@ -266,7 +268,7 @@ impl FaultReason {
             ContextEntryTranslationType => "PCE for translation request specifies blocking",
             InterruptAddress => "Output address in the interrupt address range",
             SmRootTableAddressInvalid => "SM: Invalid Root Table Address",
-            SmPasidRequestLegacyMode => "SM: TTM 0 for request with PASID",
+            SmInvalidTtm => "SM: TTM 0 for request with PASID",
             SmPageRequestLegacyMode => "SM: TTM 0 for page group request",
             SmRootEntryAccess => "SM: Error attempting to access Root Entry",
             SmRootEntryNotPresent => "SM: Present bit in Root Entry is clear",
@@ -350,7 +352,18 @@ mod tests {
         // index + 0x30) and to QEMU's VTDFaultReason values.
         assert_eq!(FaultReason::RootEntryNotPresent.code(), 0x01);
         assert_eq!(FaultReason::ContextEntryTranslationType.code(), 0x0d);
+        assert_eq!(
+            FaultReason::SmInvalidTtm.code(),
+            0x31,
+            "VTD_FR_RTADDR_INV_TTM"
+        );
+        assert_eq!(FaultReason::SmPageRequestLegacyMode.code(), 0x32);
         assert_eq!(FaultReason::SmRootEntryAccess.code(), 0x38);
+        assert_eq!(
+            FaultReason::SmPageRequestDisabled.code(),
+            0x47,
+            "VTD_FR_SM_PRE_ABS"
+        );
         assert_eq!(FaultReason::SmRidPasidInvalid.code(), 0x48);
         assert_eq!(FaultReason::SmPasidEntryInvalid.code(), 0x5b);
         assert_eq!(FaultReason::SmSupervisorRequestsDisabled.code(), 0x5d);

@@ -6,9 +6,7 @@ use super::cap::{VtdConfig, FRCD_OFFSET};
 use super::regs::{fault_record_count, Frcd, Fsts, RegisterFile, FAULT_EVENT, FRCD_SIZE};
 use super::request::Fault;
 use super::sink::VtdSink;
-
-/// Bits below the page number in a fault address (FI holds bits 63:12).
-const PAGE_SHIFT: u32 = 12;
+use super::walk::PAGE_SHIFT;
 
 /// What happened to a fault handed to the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,13 +117,16 @@ impl FaultLog {
             return RecordOutcome::Overflow;
         }
         let request = &fault.request;
+        // EXE and PRIV travel in the PASID prefix: a request without PASID has neither (the
+        // translator ignores them too), and the fields are defined only with PP set.
+        let with_pasid = request.pasid.is_some();
         let record = Frcd::new()
             .with_fi(request.addr >> PAGE_SHIFT)
             .with_sid(request.source.0)
-            .with_pp(request.pasid.is_some())
+            .with_pp(with_pasid)
             .with_pv(request.pasid.map_or(0, |p| p.raw()))
-            .with_exe(request.access.exec)
-            .with_privileged(request.access.privileged)
+            .with_exe(with_pasid && request.access.exec)
+            .with_privileged(with_pasid && request.access.privileged)
             .with_fr(fault.reason.code())
             // T: 0 for a write request, 1 for a read (Linux prints "DMA Read"/"DMA Write").
             .with_t(!request.access.write)
@@ -205,6 +206,20 @@ mod tests {
         log.record(&mut regs, &fault(0x2000, true, false), &mut sink);
         assert!(!frcd(&regs, 1).t(), "a write");
         assert_eq!(sink.interrupts().len(), 1);
+    }
+
+    #[test]
+    fn test_exe_and_priv_only_with_a_pasid() {
+        let (mut regs, mut log, mut sink) = setup(2);
+        let mut f = fault(0x1000, false, false);
+        f.request.access.exec = true;
+        f.request.access.privileged = true;
+        log.record(&mut regs, &f, &mut sink);
+        f.request.pasid = None;
+        log.record(&mut regs, &f, &mut sink);
+        let (with, without) = (frcd(&regs, 0), frcd(&regs, 1));
+        assert!(with.pp() && with.exe() && with.privileged());
+        assert!(!without.pp() && !without.exe() && !without.privileged());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::cache::{
 use super::ids::{DomainId, Pasid, SourceId};
 use super::regs::{ContextGranularity, IotlbGranularity};
 use super::sink::{DevTlbInvalidation, PageGroupResponse, PageResponseCode};
+use super::walk::PAGE_SHIFT;
 
 /// Quadwords in the widest (256-bit) descriptor.
 pub const DESC_QWORDS: usize = 4;
@@ -293,7 +294,6 @@ impl InvAddrQw1 {
 /// The base address of a page-selective invalidation of page number `page` with address mask
 /// `am`: the range is 2^am pages, and hardware ignores the page-number bits below the mask.
 pub fn masked_page_addr(page: u64, am: u8) -> u64 {
-    const PAGE_SHIFT: u32 = 12;
     let span_log2 = u32::from(am).min(u64::BITS - PAGE_SHIFT);
     let page = page & !((1u64 << span_log2) - 1);
     page << PAGE_SHIFT

@@ -7,7 +7,7 @@ use super::cap::VtdConfig;
 use super::context::second_stage_geometry;
 use super::fault::FaultReason;
 use super::ids::DomainId;
-use super::walk::{bits_from, FsFlags, FsTable, SsTable};
+use super::walk::{bits_from, FsFlags, FsTable, SsTable, PAGE_SHIFT};
 
 /// log2 of the PASID table entries one directory entry covers (Linux `PASID_PDE_SHIFT`).
 pub const PASID_PDE_SHIFT: u32 = 6;
@@ -263,7 +263,7 @@ impl PasidEntry {
                 _ => return Err(FaultReason::SmPasidEntryInvalid),
             };
             Some(FsTable {
-                root: w2.fsptptr() << 12,
+                root: w2.fsptptr() << PAGE_SHIFT,
                 five_level,
                 flags,
             })
@@ -274,7 +274,7 @@ impl PasidEntry {
             let (levels, width) =
                 second_stage_geometry(w0.aw(), config).ok_or(FaultReason::SmPasidEntryInvalid)?;
             Some(SsTable {
-                root: w0.ssptptr() << 12,
+                root: w0.ssptptr() << PAGE_SHIFT,
                 levels,
                 width,
                 ad: w0.ssade(),

@@ -9,11 +9,11 @@ use super::ids::{Pasid, SourceId};
 use super::regs::{
     PqOffset, Pqa, Prs, RegisterFile, DMAR_PQH_REG, DMAR_PQT_REG, PAGE_REQUEST_EVENT,
 };
+use super::request::{Access, Request};
 use super::sink::{PageGroupResponse, PageResponseCode, VtdSink};
+use super::walk::PAGE_SIZE;
 use crate::mem::{Gpa, GuestMemory};
 
-/// Bytes in one 4 KiB page of the queue.
-const PAGE_SIZE: u64 = 4096;
 /// Bytes in a quadword.
 const QWORD: u64 = 8;
 /// Bytes in a page request descriptor.
@@ -54,6 +54,23 @@ impl PageRequest {
         self.last_in_group && !self.read && !self.write
     }
 
+    /// The request as the remapping hardware checks and records it: a fault record for a page
+    /// request carries its page address, and execute/privileged only with a PASID.
+    pub fn as_request(&self) -> Request {
+        let with_pasid = self.pasid.is_some();
+        Request {
+            source: self.source,
+            pasid: self.pasid,
+            addr: self.addr & !(PAGE_SIZE - 1),
+            access: Access {
+                read: self.read,
+                write: self.write,
+                exec: with_pasid && self.exec,
+                privileged: with_pasid && self.privileged,
+            },
+        }
+    }
+
     /// The response the unit gives itself to a request it cannot hand to software, if the
     /// request expects one.
     pub fn auto_response(&self, code: PageResponseCode) -> Option<PageGroupResponse> {
@@ -82,9 +99,10 @@ pub enum PageRequestOutcome {
         /// Whether a page group response was sent.
         auto_response: bool,
     },
-    /// Not queued: page requests are supported but cannot be serviced in the unit's present
-    /// state (translation disabled, or legacy-mode tables). A last-in-group request was
-    /// answered with Invalid Request.
+    /// Not queued: page requests are supported, but not for this device in the unit's present
+    /// state (translation disabled, a legacy-mode or unusable root table, no valid scalable-mode
+    /// context entry, or its PRE clear; all but the first are recorded as faults). A
+    /// last-in-group request was answered with Invalid Request.
     Rejected {
         /// Whether a page group response was sent.
         auto_response: bool,

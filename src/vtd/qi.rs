@@ -17,10 +17,9 @@ use super::regs::{
     Fsts, Ics, IqOffset, Iqa, Iqercd, RegisterFile, DMAR_IQH_REG, DMAR_IQT_REG, INVALIDATION_EVENT,
 };
 use super::sink::VtdSink;
+use super::walk::PAGE_SIZE;
 use crate::mem::{Gpa, GuestMemory, MemView};
 
-/// Bytes in one 4 KiB page of the queue.
-const PAGE_SIZE: u64 = 4096;
 /// Bytes in a quadword.
 const QWORD: u64 = 8;
 /// Address bits a page-selective mask can cover beyond the page offset: a mask of 52 or more

@@ -4,7 +4,7 @@
 use bitfield_struct::bitfield;
 
 use super::ids::SourceId;
-use super::walk::bits_from;
+use super::walk::{bits_from, PAGE_SHIFT};
 
 /// Size of a root entry in both modes (128 bits); the root table has 256 of them.
 pub const ROOT_ENTRY_BYTES: u64 = 16;
@@ -109,7 +109,7 @@ impl RootEntry {
             RootLookup::Reserved
         } else {
             RootLookup::Context {
-                table: lo.ctp() << 12,
+                table: lo.ctp() << PAGE_SHIFT,
                 index: u64::from(source.devfn()),
             }
         }
@@ -134,7 +134,7 @@ impl RootEntry {
             RootLookup::Reserved
         } else {
             RootLookup::Context {
-                table: ptr << 12,
+                table: ptr << PAGE_SHIFT,
                 index: u64::from(devfn & 0x7f),
             }
         }

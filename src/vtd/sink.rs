@@ -7,6 +7,7 @@
 use std::ops::RangeInclusive;
 
 use super::ids::{Pasid, SourceId};
+use super::walk::PAGE_SHIFT;
 
 /// Which of the unit's three interrupt sources fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,7 +55,6 @@ impl DevTlbInvalidation {
     /// with S = 1 the lowest clear address bit at or above bit 12 sets the size, 2^(n+1) bytes.
     /// Inclusive, so that the whole 64-bit space is representable.
     pub fn range(&self) -> RangeInclusive<u64> {
-        const PAGE_SHIFT: u32 = 12;
         let page = self.addr >> PAGE_SHIFT;
         if !self.size {
             let base = page << PAGE_SHIFT;

@@ -182,11 +182,7 @@ impl Translator {
         root: RootTable,
         req: &Request,
     ) -> Result<Translation, Fault> {
-        if self.root != Some(root) {
-            // Software must invalidate after SRTP; dropping everything ourselves is harmless.
-            self.caches.flush_all();
-            self.root = Some(root);
-        }
+        self.latch_root(root);
         if let Some((output, perms, entry)) = self
             .caches
             .iotlb_serve(req.source, req.pasid, req.addr, req.access)
@@ -220,9 +216,47 @@ impl Translator {
         })
     }
 
+    /// Checks that the device behind a page request may have it queued (VT-d spec 7.5): the
+    /// root table is scalable-mode, the device's scalable-mode context entry is present and
+    /// valid, and its PRE (Page Request Enable) field is set. The context entry comes from the
+    /// context cache like a translation's, and fills it. The fault is the one to record; FPD
+    /// of the context entry applies to the qualified ones (not present, PRE clear), as QEMU's
+    /// `vtd_check_pre_bit` does.
+    pub fn page_request_allowed(
+        &mut self,
+        mem: &MemView,
+        root: RootTable,
+        req: &Request,
+    ) -> Result<(), Fault> {
+        self.latch_root(root);
+        match root.kind {
+            RootTableType::Legacy => Err(fault(req, FaultReason::SmPageRequestLegacyMode, false)),
+            RootTableType::Scalable => {
+                if !self.valid_table(root.addr) {
+                    return Err(fault(req, FaultReason::SmRootTableAddressInvalid, false));
+                }
+                let context = self.scalable_context(mem, root.addr, req)?;
+                if context.page_request_enable {
+                    Ok(())
+                } else {
+                    Err(fault(req, FaultReason::SmPageRequestDisabled, context.fpd))
+                }
+            }
+        }
+    }
+
     /// The caches, for invalidation.
     pub fn caches(&mut self) -> &mut Caches {
         &mut self.caches
+    }
+
+    /// Notes the root table in use: caches filled under another one are dropped. Software
+    /// must invalidate after SRTP; dropping everything ourselves as well is harmless.
+    fn latch_root(&mut self, root: RootTable) {
+        if self.root != Some(root) {
+            self.caches.flush_all();
+            self.root = Some(root);
+        }
     }
 
     /// Whether a table pointer is 4 KiB aligned and below the host address width.
@@ -269,7 +303,7 @@ impl Translator {
     /// Legacy mode: context entry (TT, AW, SLPTPTR, DID), then second stage or pass-through.
     fn legacy(&mut self, mem: &MemView, root: u64, req: &Request) -> Result<Found, Fault> {
         if req.pasid.is_some() {
-            return Err(fault(req, FaultReason::SmPasidRequestLegacyMode, false));
+            return Err(fault(req, FaultReason::SmInvalidTtm, false));
         }
         if !self.valid_table(root) {
             return Err(fault(req, FaultReason::RootTableInvalid, false));
@@ -335,15 +369,7 @@ impl Translator {
         if !self.valid_table(root) {
             return Err(fault(req, SmRootTableAddressInvalid, false));
         }
-        let context = match self.caches.context(req.source) {
-            Some(CachedContext::Scalable(context)) => context,
-            _ => {
-                let context = self.read_scalable_context(mem, root, req)?;
-                self.caches
-                    .insert_context(req.source, CachedContext::Scalable(context));
-                context
-            }
-        };
+        let context = self.scalable_context(mem, root, req)?;
         let mut fpd = context.fpd;
         let (pasid, access) = match req.pasid {
             Some(pasid) => {
@@ -426,6 +452,23 @@ impl Translator {
             fpd,
         };
         Ok(found(req, walked, owner, self.config.mgaw, access))
+    }
+
+    /// The scalable-mode context entry of `req.source`, from the context cache or read (and
+    /// then cached).
+    fn scalable_context(
+        &mut self,
+        mem: &MemView,
+        root: u64,
+        req: &Request,
+    ) -> Result<ScalableContext, Fault> {
+        if let Some(CachedContext::Scalable(context)) = self.caches.context(req.source) {
+            return Ok(context);
+        }
+        let context = self.read_scalable_context(mem, root, req)?;
+        self.caches
+            .insert_context(req.source, CachedContext::Scalable(context));
+        Ok(context)
     }
 
     fn read_scalable_context(

@@ -27,6 +27,7 @@ use super::regs::{
 use super::request::{Fault, Perms, Request, Translation};
 use super::sink::{PageResponseCode, VtdSink};
 use super::translate::{RootTable, RootTableType, Translator};
+use super::walk::PAGE_SIZE;
 use crate::mem::GuestMemory;
 
 /// With translation disabled every address maps to itself: one "page" as large as a u64 size
@@ -34,7 +35,7 @@ use crate::mem::GuestMemory;
 pub const UNTRANSLATED_PAGE_SIZE: u64 = 1 << 63;
 
 /// Granularity of the register window the unit occupies (a BAR must cover whole pages).
-const WINDOW_ALIGN: u64 = 4096;
+const WINDOW_ALIGN: u64 = PAGE_SIZE;
 
 /// The model of one DMA remapping unit.
 #[derive(Debug)]
@@ -138,49 +139,81 @@ impl RemappingUnit {
         }
         let result = match self.root {
             Some(root) => self.translator.translate(&self.mem.view(), root, req),
-            // No usable root table latched: the unit cannot even fetch a root entry.
-            None => Err(Fault {
-                reason: FaultReason::RootTableInvalid,
-                request: *req,
-                fpd: false,
-            }),
+            None => Err(self.no_root_table(req)),
         };
         if let Err(fault) = &result {
-            if self.fault_log.record(&mut self.regs, fault, sink) == RecordOutcome::Overflow {
-                debug!(
-                    "VT-d fault not recorded (overflow): {} from {}",
-                    fault.reason, fault.request.source
-                );
-            }
+            self.record_fault(fault, sink);
         }
         result
     }
 
-    /// A page request from a device (7.5). Queued in the page request queue when the unit can
-    /// service page requests; otherwise answered by the unit itself, see [`PageRequestOutcome`].
+    /// A page request from a device (7.5). Queued in the page request queue when the device
+    /// may have it queued; otherwise answered by the unit itself, see [`PageRequestOutcome`].
+    ///
+    /// With translation enabled the device's scalable-mode context entry decides (QEMU
+    /// `vtd_pri_request_page`, Linux enables PRE with `context_flip_pri` before `pci_enable_pri`):
+    /// a legacy-mode, unusable or missing root table (SRTA.3, SRTA.2, LRT.1), a root or context
+    /// entry that is missing or malformed (SRT.x, SCT.x), or a context entry with PRE clear
+    /// (SCT.8) is a non-recoverable fault, recorded as translation faults are (FPD applies to
+    /// the qualified ones), and the request is refused. Requests while translation is disabled
+    /// are refused without a record: no entry could have enabled them.
     pub fn page_request(&mut self, req: PageRequest, sink: &mut dyn VtdSink) -> PageRequestOutcome {
         if !self.config.prs {
             return PageRequestOutcome::Unsupported;
         }
-        let scalable = matches!(
-            self.root,
-            Some(RootTable {
-                kind: RootTableType::Scalable,
-                ..
-            })
-        );
-        if !self.translation_enabled() || !scalable {
-            // Page requests are enabled per device in scalable-mode context entries (PRE):
-            // without translation or scalable-mode tables none can be, so the request is refused.
-            let response = req.auto_response(PageResponseCode::InvalidRequest);
-            if let Some(resp) = response {
-                sink.page_group_response(resp);
-            }
-            return PageRequestOutcome::Rejected {
-                auto_response: response.is_some(),
-            };
+        if !self.translation_enabled() {
+            return Self::refuse(&req, sink);
+        }
+        let request = req.as_request();
+        let allowed = match self.root {
+            Some(root) => self
+                .translator
+                .page_request_allowed(&self.mem.view(), root, &request),
+            None => Err(self.no_root_table(&request)),
+        };
+        if let Err(fault) = allowed {
+            self.record_fault(&fault, sink);
+            return Self::refuse(&req, sink);
         }
         prq::submit(&mut self.regs, &self.mem, &req, sink)
+    }
+
+    /// The fault for any request while no usable root table is latched: after an SRTP with
+    /// an RTADDR.TTM the unit does not support, SRTA.2 (QEMU's `VTD_FR_RTADDR_INV_TTM`); before
+    /// any SRTP (GSTS.RTPS clear), the root table cannot be accessed at all (LRT.1).
+    fn no_root_table(&self, req: &Request) -> Fault {
+        let reason = if self.regs.load::<Gsts>().rtps() {
+            FaultReason::SmInvalidTtm
+        } else {
+            FaultReason::RootTableInvalid
+        };
+        Fault {
+            reason,
+            request: *req,
+            fpd: false,
+        }
+    }
+
+    /// Records a fault in the primary fault log (unless FPD suppresses it).
+    fn record_fault(&mut self, fault: &Fault, sink: &mut dyn VtdSink) {
+        if self.fault_log.record(&mut self.regs, fault, sink) == RecordOutcome::Overflow {
+            debug!(
+                "VT-d fault not recorded (overflow): {} from {}",
+                fault.reason, fault.request.source
+            );
+        }
+    }
+
+    /// Refuses a page request that cannot be queued for its device: a last request of its
+    /// group is answered with Invalid Request, so the device does not wait for a response.
+    fn refuse(req: &PageRequest, sink: &mut dyn VtdSink) -> PageRequestOutcome {
+        let response = req.auto_response(PageResponseCode::InvalidRequest);
+        if let Some(resp) = response {
+            sink.page_group_response(resp);
+        }
+        PageRequestOutcome::Rejected {
+            auto_response: response.is_some(),
+        }
     }
 
     /// The side effects of a register write.
@@ -250,7 +283,7 @@ impl RemappingUnit {
                 kind: RootTableType::Scalable,
             }),
             // Reserved, abort-DMA (ECAP.ADMS is not reported) or scalable without SMTS: the
-            // pointer is latched as unusable and every translation faults.
+            // pointer is latched as unusable and every request faults with an invalid TTM.
             mode => {
                 debug!("VT-d root table with unsupported mode {mode:?} latched");
                 None
@@ -418,7 +451,8 @@ mod tests {
         };
         assert_eq!(
             unit.translate(&req, &mut sink).unwrap_err().reason,
-            FaultReason::RootTableInvalid
+            FaultReason::RootTableInvalid,
+            "no SRTP yet"
         );
         assert!(unit.regs.load::<Fsts>().ppf());
     }

@@ -1,9 +1,13 @@
-//! Test scaffolding for the VT-d translation model: memfd-backed guest RAM with a page
-//! allocator, and builders that lay out root/context/PASID structures and page tables exactly
-//! as Linux's intel-iommu driver and x86 mm do. The bit values are Linux's own constants
+//! Test scaffolding for the VT-d model, shared by every VT-d test and the bench: memfd-backed
+//! guest RAM with a page allocator, and builders that lay out root/context/PASID structures and
+//! page tables exactly as Linux's intel-iommu driver and x86 mm do ([`Structures`], [`Tree`],
+//! [`PasidEntryBuilder`]); [`Vtd`] drives the translator directly, [`driver::Machine`] drives a
+//! whole remapping unit through its registers. The bit values are Linux's own constants
 //! (drivers/iommu/intel/iommu.h, pasid.h; arch/x86 pgtable_types.h), written out here rather
 //! than taken from the model, so a wrong bit position in the model cannot hide itself.
 #![allow(dead_code)]
+
+pub mod driver;
 
 use std::os::fd::OwnedFd;
 
@@ -134,6 +138,16 @@ impl GuestRam {
         self.mem.read_u64(Gpa(addr)).unwrap()
     }
 
+    pub fn write_u32(&self, addr: u64, value: u32) {
+        self.mem.write(Gpa(addr), &value.to_le_bytes()).unwrap();
+    }
+
+    pub fn read_u32(&self, addr: u64) -> u32 {
+        let mut buf = [0; 4];
+        self.mem.read(Gpa(addr), &mut buf).unwrap();
+        u32::from_le_bytes(buf)
+    }
+
     pub fn set(&self, addr: u64, bits: u64) {
         self.write(addr, self.read(addr) | bits);
     }
@@ -258,6 +272,38 @@ impl Tree {
     }
 }
 
+/// Where nested translation keeps its first-stage tables: [`nested_trees`] maps guest-physical
+/// [0, 16 MiB) to RAM [16 MiB, 32 MiB).
+pub const NEST_OFFSET: u64 = 16 << 20;
+
+/// The two trees of a nested translation: a second stage of `ss_levels` levels mapping GPA
+/// [0, 16 MiB) to RAM from [`NEST_OFFSET`] with 2 MiB leaves of `ss_flags`, and an empty
+/// first-stage tree (`table_flags` in its non-leaf entries) whose tables live there, so every
+/// table fetch must go through the second stage. Returns (first stage, second stage).
+pub fn nested_trees(
+    ram: &mut GuestRam,
+    five: bool,
+    ss_levels: u8,
+    table_flags: u64,
+    ss_flags: u64,
+) -> (Tree, Tree) {
+    let ss = Tree::new(
+        ram,
+        ss_levels,
+        Space::default(),
+        DMA_PTE_READ | DMA_PTE_WRITE,
+    );
+    for i in 0..8u64 {
+        ss.map(ram, i << 21, NEST_OFFSET + (i << 21), 2, ss_flags);
+    }
+    ram.skip_to(NEST_OFFSET + (1 << 20));
+    let space = Space {
+        offset: NEST_OFFSET,
+    };
+    let fs = Tree::new(ram, if five { 5 } else { 4 }, space, table_flags);
+    (fs, ss)
+}
+
 /// Linux's scalable-mode PASID table entry builders (intel_pasid_setup_*), as 8 words.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PasidEntryBuilder {
@@ -364,6 +410,98 @@ impl PasidEntryBuilder {
     }
 }
 
+/// Root, context and PASID structures in guest RAM, built the way Linux builds them; implemented
+/// by whatever owns the RAM and knows the root table.
+pub trait Structures {
+    fn ram(&mut self) -> &mut GuestRam;
+    /// Guest-physical address of the root table.
+    fn root_addr(&self) -> u64;
+    fn root_kind(&self) -> RootTableType;
+
+    /// Address of the context entry for `sid`, creating the context table (and root entry
+    /// half) as Linux's iommu_context_addr() does.
+    fn context_entry(&mut self, sid: SourceId) -> u64 {
+        let bus_entry = self.root_addr() + u64::from(sid.bus()) * 16;
+        let mut devfn = u64::from(sid.devfn());
+        let mut half = bus_entry;
+        if self.root_kind() == RootTableType::Scalable {
+            if devfn >= 0x80 {
+                devfn -= 0x80;
+                half += 8;
+            }
+            devfn *= 2;
+        }
+        let mut table = self.ram().read(half) & !0xfff;
+        if self.ram().read(half) & ROOT_PRESENT == 0 {
+            table = self.ram().page();
+            self.ram().write(half, table | ROOT_PRESENT);
+        }
+        table + devfn * 16
+    }
+
+    /// domain_context_mapping_one() for a legacy context entry.
+    fn legacy_context(&mut self, sid: SourceId, did: u16, pgd: u64, agaw: u64, tt: u64) -> u64 {
+        let at = self.context_entry(sid);
+        let mut lo = 0u64;
+        let mut hi = u64::from(did) << 8;
+        if tt != CONTEXT_TT_PASS_THROUGH {
+            lo |= pgd & !0xfff;
+        }
+        hi |= agaw & 7;
+        lo |= (tt & 3) << 2;
+        lo |= CONTEXT_PRESENT;
+        self.ram().write(at, lo);
+        self.ram().write(at + 8, hi);
+        at
+    }
+
+    /// context_entry_set_pasid_table(): a PASID directory for 2^20 PASIDs (PDTS 7) unless
+    /// `pdts` says otherwise. Returns (context entry address, PASID directory address).
+    fn sm_context(&mut self, sid: SourceId, pasid_enable: bool, pdts: u64) -> (u64, u64) {
+        let at = self.context_entry(sid);
+        let dir_pages = ((1u64 << (pdts + 7)) * 8).div_ceil(PAGE);
+        let dir = self.ram().alloc(dir_pages);
+        let mut lo = dir | (pdts << 9);
+        if pasid_enable {
+            lo |= CONTEXT_SM_PASIDE;
+        }
+        lo |= CONTEXT_PRESENT;
+        self.ram().write(at, lo);
+        self.ram().write(at + 8, 0); // RID_PASID = IOMMU_NO_PASID (0)
+        (at, dir)
+    }
+
+    /// intel_pasid_get_entry(): the PASID table entry address, allocating the leaf table.
+    fn pasid_entry_addr(&mut self, dir: u64, pasid: u32) -> u64 {
+        let dir_slot = dir + u64::from(pasid >> PASID_PDE_SHIFT) * 8;
+        let mut table = self.ram().read(dir_slot) & !0xfff;
+        if self.ram().read(dir_slot) & PASID_PTE_PRESENT == 0 {
+            table = self.ram().page();
+            self.ram().write(dir_slot, table | PASID_PTE_PRESENT);
+        }
+        table + u64::from(pasid & 63) * 64
+    }
+
+    /// Writes a PASID table entry; returns its address.
+    fn set_pasid(&mut self, dir: u64, pasid: u32, entry: PasidEntryBuilder) -> u64 {
+        let at = self.pasid_entry_addr(dir, pasid);
+        for (i, word) in entry.val.iter().enumerate() {
+            self.ram().write(at + 8 * i as u64, *word);
+        }
+        at
+    }
+
+    /// context_flip_pri(): sets or clears PRE (Page Request Enable) in the scalable-mode context
+    /// entry of `sid`; returns the entry's address.
+    fn set_context_pre(&mut self, sid: SourceId, enable: bool) -> u64 {
+        let at = self.context_entry(sid);
+        let lo = self.ram().read(at) & !CONTEXT_SM_PRE;
+        self.ram()
+            .write(at, lo | if enable { CONTEXT_SM_PRE } else { 0 });
+        at
+    }
+}
+
 /// A remapping unit's structures in guest RAM plus a translator for them.
 pub struct Vtd {
     pub ram: GuestRam,
@@ -403,79 +541,6 @@ impl Vtd {
         }
     }
 
-    /// Address of the context entry for `sid`, creating the context table (and root entry
-    /// half) as Linux's iommu_context_addr() does.
-    pub fn context_entry(&mut self, sid: SourceId) -> u64 {
-        let bus_entry = self.root + u64::from(sid.bus()) * 16;
-        let mut devfn = u64::from(sid.devfn());
-        let mut half = bus_entry;
-        if self.kind == RootTableType::Scalable {
-            if devfn >= 0x80 {
-                devfn -= 0x80;
-                half += 8;
-            }
-            devfn *= 2;
-        }
-        let mut table = self.ram.read(half) & !0xfff;
-        if self.ram.read(half) & ROOT_PRESENT == 0 {
-            table = self.ram.page();
-            self.ram.write(half, table | ROOT_PRESENT);
-        }
-        table + devfn * 16
-    }
-
-    /// domain_context_mapping_one() for a legacy context entry.
-    pub fn legacy_context(&mut self, sid: SourceId, did: u16, pgd: u64, agaw: u64, tt: u64) -> u64 {
-        let at = self.context_entry(sid);
-        let mut lo = 0u64;
-        let mut hi = u64::from(did) << 8;
-        if tt != CONTEXT_TT_PASS_THROUGH {
-            lo |= pgd & !0xfff;
-        }
-        hi |= agaw & 7;
-        lo |= (tt & 3) << 2;
-        lo |= CONTEXT_PRESENT;
-        self.ram.write(at, lo);
-        self.ram.write(at + 8, hi);
-        at
-    }
-
-    /// context_entry_set_pasid_table(): a PASID directory for 2^20 PASIDs (PDTS 7) unless
-    /// `pdts` says otherwise. Returns (context entry address, PASID directory address).
-    pub fn sm_context(&mut self, sid: SourceId, pasid_enable: bool, pdts: u64) -> (u64, u64) {
-        let at = self.context_entry(sid);
-        let dir_pages = ((1u64 << (pdts + 7)) * 8).div_ceil(PAGE);
-        let dir = self.ram.alloc(dir_pages);
-        let mut lo = dir | (pdts << 9);
-        if pasid_enable {
-            lo |= CONTEXT_SM_PASIDE;
-        }
-        lo |= CONTEXT_PRESENT;
-        self.ram.write(at, lo);
-        self.ram.write(at + 8, 0); // RID_PASID = IOMMU_NO_PASID (0)
-        (at, dir)
-    }
-
-    /// intel_pasid_get_entry(): the PASID table entry address, allocating the leaf table.
-    pub fn pasid_entry_addr(&mut self, dir: u64, pasid: u32) -> u64 {
-        let dir_slot = dir + u64::from(pasid >> PASID_PDE_SHIFT) * 8;
-        let mut table = self.ram.read(dir_slot) & !0xfff;
-        if self.ram.read(dir_slot) & PASID_PTE_PRESENT == 0 {
-            table = self.ram.page();
-            self.ram.write(dir_slot, table | PASID_PTE_PRESENT);
-        }
-        table + u64::from(pasid & 63) * 64
-    }
-
-    /// Writes a PASID table entry; returns its address.
-    pub fn set_pasid(&mut self, dir: u64, pasid: u32, entry: PasidEntryBuilder) -> u64 {
-        let at = self.pasid_entry_addr(dir, pasid);
-        for (i, word) in entry.val.iter().enumerate() {
-            self.ram.write(at + 8 * i as u64, *word);
-        }
-        at
-    }
-
     pub fn translate(&mut self, req: &Request) -> Result<Translation, Fault> {
         let view = self.ram.view();
         let root = self.root_table();
@@ -484,6 +549,18 @@ impl Vtd {
 
     pub fn reason(&mut self, req: &Request) -> FaultReason {
         self.translate(req).expect_err("expected a fault").reason
+    }
+}
+
+impl Structures for Vtd {
+    fn ram(&mut self) -> &mut GuestRam {
+        &mut self.ram
+    }
+    fn root_addr(&self) -> u64 {
+        self.root
+    }
+    fn root_kind(&self) -> RootTableType {
+        self.kind
     }
 }
 

@@ -10,6 +10,7 @@ use crate::vtd::request::{Access, Perms};
 use super::second_stage::{self, SsFault, SsReserved, SsTable};
 use super::{
     bits_from, entry_address, page_output, set_flags, Denied, FlagUpdate, PageSize, MAX_AD_RETRIES,
+    PAGE_SHIFT,
 };
 
 /// A first-stage paging entry (PML5E, PML4E, PDPE, PDE or PTE), as the CPU's IA-32e format.
@@ -55,7 +56,7 @@ pub struct FsPte {
 impl FsPte {
     /// The address field as an address.
     pub const fn address(self) -> u64 {
-        self.addr() << 12
+        self.addr() << PAGE_SHIFT
     }
 }
 

@@ -31,8 +31,12 @@ pub const fn bits_from(width: u8) -> u64 {
 pub const INDEX_BITS: u32 = 9;
 /// Size of one paging entry.
 pub const ENTRY_BYTES: u64 = 8;
-/// Bits of the offset in a 4 KiB page (and of a table's alignment).
+/// Bits of the offset in a 4 KiB page (and of a table's alignment). Every 4 KiB quantity of
+/// the model derives from it: table and queue pages, page numbers in descriptors, registers and
+/// fault records, page-selective invalidation ranges.
 pub const PAGE_SHIFT: u32 = 12;
+/// Bytes in a 4 KiB page.
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 /// How often an A/D update that lost a race with the guest is retried before the walk gives up
 /// (the guest could otherwise keep a walk spinning forever by rewriting the entry).
 pub const MAX_AD_RETRIES: u32 = 8;

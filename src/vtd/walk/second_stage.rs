@@ -8,6 +8,7 @@ use crate::vtd::request::Perms;
 
 use super::{
     bits_from, entry_address, page_output, set_flags, FlagUpdate, PageSize, MAX_AD_RETRIES,
+    PAGE_SHIFT,
 };
 
 /// A second-stage paging entry (SS-PML5E, SS-PML4E, SS-PDPE, SS-PDE or SS-PTE).
@@ -49,7 +50,7 @@ pub struct SsPte {
 impl SsPte {
     /// The address field as an address.
     pub const fn address(self) -> u64 {
-        self.addr() << 12
+        self.addr() << PAGE_SHIFT
     }
 }
 

@@ -1,16 +1,17 @@
 //! A driver for the VT-d remapping unit that behaves like Linux's intel-iommu
 //! (drivers/iommu/intel/{iommu,dmar,prq}.c): it programs the unit only through its registers and
-//! builds queues and descriptors in memfd-backed guest RAM, encoding them the way Linux's
-//! `QI_*` macros do (independently of the model's own bitfields).
-#![allow(dead_code)]
+//! builds queues, descriptors and translation structures in memfd-backed guest RAM, encoding
+//! them the way Linux's `QI_*` macros do (independently of the model's own bitfields).
 
-use vsvm::mem::{Gpa, GuestMemory};
-use vsvm::vfio_user::DmaMapRequest;
+use vsvm::vtd::cap::FRCD_OFFSET;
 use vsvm::vtd::regs::*;
-use vsvm::vtd::{RecordingSink, RemappingUnit, VtdConfig};
+use vsvm::vtd::translate::RootTableType;
+use vsvm::vtd::{RecordingSink, RemappingUnit, SourceId, VtdConfig};
+
+use super::{GuestRam, Structures};
 
 /// Guest RAM: [0, RAM_SIZE).
-pub const RAM_SIZE: u64 = 16 << 20;
+pub const RAM_SIZE: u64 = 32 << 20;
 /// The root table.
 pub const ROOT_TABLE: u64 = 0x10_0000;
 /// The invalidation queue.
@@ -19,6 +20,8 @@ pub const IQ_BASE: u64 = 0x20_0000;
 pub const STATUS_BASE: u64 = 0x30_0000;
 /// The page request queue.
 pub const PRQ_BASE: u64 = 0x40_0000;
+/// Where the page allocator starts: translation structures and pages come from there on.
+pub const ALLOC_BASE: u64 = 0x80_0000;
 /// An address no map covers.
 pub const UNMAPPED: u64 = 0x4000_0000;
 
@@ -180,8 +183,9 @@ pub mod qi {
 
 /// A unit, its guest RAM, and a driver state like `struct intel_iommu`.
 pub struct Machine {
-    /// Guest RAM (memfd-backed).
-    pub mem: GuestMemory,
+    /// Guest RAM (memfd-backed); the root table, queues and status slots are at fixed
+    /// addresses, everything else comes from its allocator.
+    pub ram: GuestRam,
     /// The unit under test.
     pub unit: RemappingUnit,
     /// Everything the unit sent out.
@@ -194,31 +198,30 @@ pub struct Machine {
     pub queue_size: u64,
     pub free_head: u64,
     pub status_slot: u64,
+    /// The root table's mode as last set with [`Machine::set_root_entry`].
+    pub root_kind: RootTableType,
 }
 
-/// Guest RAM backed by a memfd, mapped at guest-physical 0.
-pub fn memfd_ram(size: u64) -> GuestMemory {
-    let fd = rustix::fs::memfd_create("guest-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, size).unwrap();
-    let mem = GuestMemory::new();
-    let request = DmaMapRequest {
-        address: 0,
-        size,
-        fd_offset: 0,
-        readable: true,
-        writable: true,
-    };
-    mem.map(&request, Some(fd)).unwrap();
-    mem
+impl Structures for Machine {
+    fn ram(&mut self) -> &mut GuestRam {
+        &mut self.ram
+    }
+    fn root_addr(&self) -> u64 {
+        ROOT_TABLE
+    }
+    fn root_kind(&self) -> RootTableType {
+        self.root_kind
+    }
 }
 
 impl Machine {
     /// A unit with `config` over fresh RAM.
     pub fn new(config: VtdConfig) -> Self {
-        let mem = memfd_ram(RAM_SIZE);
-        let unit = RemappingUnit::new(config, mem.clone());
+        let mut ram = GuestRam::new(RAM_SIZE);
+        ram.skip_to(ALLOC_BASE);
+        let unit = RemappingUnit::new(config, ram.mem.clone());
         Machine {
-            mem,
+            ram,
             unit,
             sink: RecordingSink::new(),
             gcmd: 0,
@@ -226,6 +229,7 @@ impl Machine {
             queue_size: 4096,
             free_head: 0,
             status_slot: 0,
+            root_kind: RootTableType::Legacy,
         }
     }
 
@@ -251,24 +255,6 @@ impl Machine {
         self.unit.mmio_write(offset, 8, value, &mut self.sink);
     }
 
-    pub fn mem_u32(&self, addr: u64) -> u32 {
-        let mut buf = [0; 4];
-        self.mem.read(Gpa(addr), &mut buf).unwrap();
-        u32::from_le_bytes(buf)
-    }
-
-    pub fn set_mem_u32(&self, addr: u64, value: u32) {
-        self.mem.write(Gpa(addr), &value.to_le_bytes()).unwrap();
-    }
-
-    pub fn mem_u64(&self, addr: u64) -> u64 {
-        self.mem.read_u64(Gpa(addr)).unwrap()
-    }
-
-    pub fn set_mem_u64(&self, addr: u64, value: u64) {
-        self.mem.write_u64(Gpa(addr), value).unwrap();
-    }
-
     /// dmar_msi_write + unmask for the three event sources.
     pub fn program_events(&mut self) {
         for (data, addr, ctl, value) in [
@@ -286,6 +272,11 @@ impl Machine {
     /// iommu_set_root_entry: RTADDR (with TTM 01 in scalable mode), then GCMD.SRTP, and wait
     /// for GSTS.RTPS.
     pub fn set_root_entry(&mut self, scalable: bool) {
+        self.root_kind = if scalable {
+            RootTableType::Scalable
+        } else {
+            RootTableType::Legacy
+        };
         self.writeq(DMAR_RTADDR_REG, ROOT_TABLE | (u64::from(scalable) << 10));
         self.writel(DMAR_GCMD_REG, self.gcmd | (1 << 30));
         assert_ne!(self.readl(DMAR_GSTS_REG) & (1 << 30), 0, "GSTS.RTPS");
@@ -331,7 +322,7 @@ impl Machine {
     pub fn push(&mut self, desc: [u64; 4]) -> u64 {
         let at = IQ_BASE + self.free_head;
         for (i, qword) in desc.iter().take((self.desc_size / 8) as usize).enumerate() {
-            self.set_mem_u64(at + i as u64 * 8, *qword);
+            self.ram.write(at + i as u64 * 8, *qword);
         }
         let offset = self.free_head;
         self.free_head = (self.free_head + self.desc_size) % self.queue_size;
@@ -347,7 +338,7 @@ impl Machine {
     pub fn status_slot(&mut self) -> u64 {
         let addr = STATUS_BASE + self.status_slot * 4;
         self.status_slot += 1;
-        self.set_mem_u32(addr, QI_IN_USE);
+        self.ram.write_u32(addr, QI_IN_USE);
         addr
     }
 
@@ -360,7 +351,7 @@ impl Machine {
         let status = self.status_slot();
         self.push(qi::wait(status, QI_DONE, true, false, false, false));
         self.ring();
-        self.mem_u32(status)
+        self.ram.read_u32(status)
     }
 
     /// IQH as a byte offset.
@@ -390,5 +381,73 @@ impl Machine {
             QI_DONE
         );
         self.enable_translation();
+    }
+
+    /// Linux's prq_event_thread: clear PPR, walk head to tail reading each 32-byte descriptor,
+    /// write PQH = tail. Returns the descriptors read.
+    pub fn drain_prq(&mut self, queue_size: u64) -> Vec<[u64; 4]> {
+        const PRQ_PRS_PPR: u32 = 1;
+        self.writel(DMAR_PRS_REG, PRQ_PRS_PPR);
+        let tail = self.readq(DMAR_PQT_REG) & (queue_size - 0x20);
+        let mut head = self.readq(DMAR_PQH_REG) & (queue_size - 0x20);
+        let mut out = Vec::new();
+        while head != tail {
+            out.push([0, 8, 16, 24].map(|o| self.ram.read(PRQ_BASE + head + o)));
+            head = (head + 0x20) % queue_size;
+        }
+        self.writeq(DMAR_PQH_REG, tail);
+        out
+    }
+
+    /// What Linux's dmar_fault reads from fault recording register `index`: the upper dword
+    /// (F, T, PV, FR), the dword below it (PP, EXE, PRIV, SID) and the address quadword.
+    pub fn fault_record(&self, index: u64) -> (u32, u32, u64) {
+        let base = FRCD_OFFSET + 16 * index;
+        (
+            self.readl(base + 12),
+            self.readl(base + 8),
+            self.readq(base),
+        )
+    }
+
+    /// dmar_fault() after reading fault record `index`: clear its F, then PFO and PPF in FSTS.
+    pub fn service_fault(&mut self, index: u64) {
+        const DMA_FRCD_F: u32 = 1 << 31;
+        const DMA_FSTS_PFO: u32 = 1;
+        const DMA_FSTS_PPF: u32 = 1 << 1;
+        self.writel(FRCD_OFFSET + 16 * index + 12, DMA_FRCD_F);
+        self.writel(DMAR_FSTS_REG, DMA_FSTS_PFO | DMA_FSTS_PPF);
+    }
+
+    /// intel_context_flush_present() in scalable mode: device-selective context-cache
+    /// invalidation, then for each domain of the device's PASIDs a domain-selective PASID-cache
+    /// and IOTLB invalidation, then a global device-TLB invalidation.
+    pub fn flush_context_present(&mut self, sid: SourceId, dids: &[u16]) {
+        let mut descs = vec![qi::cc(3, 0, sid.0, 0)];
+        for &did in dids {
+            descs.push(qi::pc(0, did, 0));
+            descs.push(qi::iotlb(2, did, 0, false, 0));
+        }
+        descs.push(qi::dev_iotlb(sid.0, 0, (1 << 63) - 1, true));
+        assert_eq!(self.submit(&descs), QI_DONE);
+    }
+
+    /// pasid_flush_caches() in caching mode, after a PASID entry changed: PASID-selective
+    /// PASID-cache and PASID-based IOTLB invalidations.
+    pub fn flush_pasid_caches(&mut self, did: u16, pasid: u32) {
+        assert_eq!(
+            self.submit(&[
+                qi::pc(1, did, pasid),
+                qi::piotlb(2, did, pasid, 0, false, 0)
+            ]),
+            QI_DONE
+        );
+    }
+
+    /// intel_iommu_enable_iopf() up to the device: context_flip_pri(true) (PRE set, then the
+    /// present context entry flushed) for a device whose PASIDs are in domains `dids`.
+    pub fn enable_page_requests(&mut self, sid: SourceId, dids: &[u16]) {
+        self.set_context_pre(sid, true);
+        self.flush_context_present(sid, dids);
     }
 }
