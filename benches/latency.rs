@@ -23,23 +23,37 @@ mod qemu;
 const PING_ROUNDS: usize = 20_000;
 const WINDOWS_US: [u64; 4] = [0, 50, 200, 1000];
 const IDLE_SECONDS: u64 = 10;
+const ROUNDS: usize = 3;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("pong") {
         return pong(Path::new(&args[2]), args[3] == "spin");
     }
-    let blocking = ping_pong(false);
-    let spinning = ping_pong(true);
+    // Boots differ more than accesses within a boot (thread placement on 2 cores), and so do
+    // ping-pong runs: run everything ROUNDS times, interleaved, and report medians of medians.
+    let (mut blocking, mut spinning) = (Vec::new(), Vec::new());
+    let mut runs: BTreeMap<u64, Vec<GuestResult>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        blocking.push(ping_pong(false));
+        spinning.push(ping_pong(true));
+        for window in WINDOWS_US {
+            let idle = if round == 0 { IDLE_SECONDS } else { 0 };
+            runs.entry(window)
+                .or_default()
+                .push(guest_run(window, idle));
+        }
+    }
+    let (blocking, spinning) = (median(blocking), median(spinning));
     let base = blocking.as_secs_f64();
     println!(
         "socket ping-pong, both sides blocking      {:>9} (1.00)",
         us(blocking)
     );
+    let ratio = spinning.as_secs_f64() / base;
     println!(
-        "socket ping-pong, answering side spinning  {:>9} ({:.2})",
-        us(spinning),
-        spinning.as_secs_f64() / base
+        "socket ping-pong, answering side spinning  {:>9} ({ratio:.2})",
+        us(spinning)
     );
     println!();
     println!(
@@ -51,10 +65,14 @@ fn main() {
         "read+CPU work",
         "idle CPU (10s)"
     );
-    for window in WINDOWS_US {
-        let r = guest_run(window);
+    for (window, results) in &runs {
         let cell = |op: &str| {
-            let ns = r.median_ns.get(op).copied().unwrap_or(f64::NAN);
+            let mut v: Vec<f64> = results
+                .iter()
+                .filter_map(|r| r.median_ns.get(op).copied())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let ns = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
             format!("{:>7.1} µs ({:.2})", ns / 1000.0, ns / 1e9 / base)
         };
         println!(
@@ -64,10 +82,18 @@ fn main() {
             cell("write"),
             cell("irq"),
             cell("mixed"),
-            r.idle_cpu_percent
+            results[0].idle_cpu_percent
         );
     }
-    println!("\nmedians of per-access times measured in the guest kernel; ratios are to the blocking ping-pong");
+    println!(
+        "\nper boot: median of per-access times measured in the guest kernel; shown: median over \
+         {ROUNDS} boots; ratios are to the blocking ping-pong; idle CPU: server, guest idle, first boot"
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 fn us(d: Duration) -> String {
@@ -159,8 +185,8 @@ fn start_server(socket: &Path, window_us: u64) -> Child {
     child
 }
 
-fn start_guest(socket: &Path) -> Child {
-    let extra = format!("quiet vsvm.idle={}", IDLE_SECONDS + 2);
+fn start_guest(socket: &Path, idle: u64) -> Child {
+    let extra = format!("quiet vsvm.idle={}", if idle > 0 { idle + 2 } else { 0 });
     qemu::guest_command(socket, "latency", &extra, qemu::Memory::MemfdShared)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,10 +196,10 @@ fn start_guest(socket: &Path) -> Child {
 }
 
 /// Boots the latency guest against a server with poll window `window_us` and collects results.
-fn guest_run(window_us: u64) -> GuestResult {
+fn guest_run(window_us: u64, idle: u64) -> GuestResult {
     let socket = std::env::temp_dir().join(format!("vsvm-latency-{}.sock", std::process::id()));
     let mut server = start_server(&socket, window_us);
-    let mut qemu = start_guest(&socket);
+    let mut qemu = start_guest(&socket, idle);
     let (tx, rx) = mpsc::channel();
     let console = BufReader::new(qemu.stdout.take().unwrap());
     std::thread::spawn(move || {
@@ -195,7 +221,7 @@ fn guest_run(window_us: u64) -> GuestResult {
                 kv["op"].to_string(),
                 kv["median_ns"].parse::<f64>().unwrap(),
             );
-        } else if line.contains("IDLE-START") {
+        } else if line.contains("IDLE-START") && idle > 0 {
             std::thread::sleep(Duration::from_secs(1)); // let the last spin window pass
             let before = cpu_seconds(server.id());
             std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
