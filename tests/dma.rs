@@ -27,10 +27,15 @@ const COMMAND_REG: u64 = 0x04;
 const BUS_MASTER: u32 = 1 << 2;
 
 fn memfd(size: u64) -> std::fs::File {
-    let fd: OwnedFd =
-        rustix::fs::memfd_create("guest-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let fd: OwnedFd = rustix::fs::memfd_create(
+        "guest-ram",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
     let file = std::fs::File::from(fd);
     file.set_len(size).unwrap();
+    // Sealed like QEMU's memfds: the server maps only fds that cannot shrink.
+    rustix::fs::fcntl_add_seals(&file, rustix::fs::SealFlags::SHRINK).unwrap();
     file
 }
 

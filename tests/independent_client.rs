@@ -25,9 +25,14 @@ fn start_server(name: &str) -> PathBuf {
 }
 
 fn memfd(size: u64) -> std::fs::File {
-    let fd: OwnedFd = rustix::fs::memfd_create("ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let fd: OwnedFd = rustix::fs::memfd_create(
+        "ram",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
     let f = std::fs::File::from(fd);
     f.set_len(size).unwrap();
+    rustix::fs::fcntl_add_seals(&f, rustix::fs::SealFlags::SHRINK).unwrap();
     f
 }
 

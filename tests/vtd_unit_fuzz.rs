@@ -17,8 +17,13 @@ use vsvm::vtd::{Access, PageRequest, Pasid, RemappingUnit, Request, SourceId, Vt
 /// Guest RAM at GPA 0 holding `words`, so that random table pointers often land in it.
 fn ram_with(words: &[u64]) -> GuestMemory {
     let size = (words.len() as u64 * 8).next_multiple_of(PAGE_SIZE);
-    let fd = rustix::fs::memfd_create("unit-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let fd = rustix::fs::memfd_create(
+        "unit-ram",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
     rustix::fs::ftruncate(&fd, size).unwrap();
+    rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK).unwrap();
     let mem = GuestMemory::new();
     let request = DmaMapRequest {
         address: 0,

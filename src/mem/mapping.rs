@@ -26,6 +26,10 @@ pub enum MappingError {
     /// The range does not fit this machine's address space.
     #[error("range too large to map")]
     TooLarge,
+    /// The fd can still shrink (no F_SEAL_SHRINK seal): the client could truncate it under a
+    /// mapping, and the next access would kill the server with SIGBUS.
+    #[error("fd is not sealed against shrinking")]
+    NotSealed,
     /// fstat or mmap failed.
     #[error("cannot map fd")]
     Io(#[source] std::io::Error),
@@ -42,6 +46,12 @@ impl Mapping {
     /// Maps `len` bytes of `fd` at `offset`, read-write or read-only.
     pub fn new(fd: &OwnedFd, offset: u64, len: u64, writable: bool) -> Result<Self, MappingError> {
         let end = offset.checked_add(len).ok_or(MappingError::TooLarge)?;
+        // QEMU's memfd backend seals its memfds (seal=on by default); anything else is refused
+        // here and reached through the client instead.
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|_| MappingError::NotSealed)?;
+        if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(MappingError::NotSealed);
+        }
         let stat = rustix::fs::fstat(fd.as_fd()).map_err(|e| MappingError::Io(e.into()))?;
         let file_size = stat.st_size as u64;
         if end > file_size {

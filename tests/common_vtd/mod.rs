@@ -69,8 +69,14 @@ pub struct GuestRam {
 }
 
 fn memfd(size: u64) -> OwnedFd {
-    let fd = rustix::fs::memfd_create("guest-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let fd = rustix::fs::memfd_create(
+        "guest-ram",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
     rustix::fs::ftruncate(&fd, size).unwrap();
+    // Sealed like QEMU's memfds: the server maps only fds that cannot shrink.
+    rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK).unwrap();
     fd
 }
 
