@@ -38,11 +38,12 @@ fn main() {
     }
     // Boots differ more than accesses within a boot (thread placement on 2 cores), and so do
     // ping-pong runs: run everything ROUNDS times, interleaved, and report medians of medians.
-    let (mut blocking, mut spinning) = (Vec::new(), Vec::new());
+    let (mut blocking, mut spinning, mut host_reads) = (Vec::new(), Vec::new(), Vec::new());
     let mut runs: BTreeMap<u64, Vec<GuestResult>> = BTreeMap::new();
     for round in 0..ROUNDS {
         blocking.push(ping_pong(false));
         spinning.push(ping_pong(true));
+        host_reads.push(host_region_reads(PollWindowUs::DEFAULT));
         for window in WINDOWS_US {
             let idle = if round == 0 { IDLE_SECONDS } else { 0 };
             runs.entry(window)
@@ -60,6 +61,12 @@ fn main() {
     println!(
         "socket ping-pong, answering side spinning  {:>9} ({ratio:.2})",
         us(spinning)
+    );
+    let host_read = median(host_reads);
+    println!(
+        "REGION_READ from a host client, default poll {:>7} ({:.2})   (our server's share of a BAR read)",
+        us(host_read),
+        host_read.as_secs_f64() / base
     );
     println!();
     println!(
@@ -149,6 +156,57 @@ fn ping_pong(spin: bool) -> Duration {
     let _ = std::fs::remove_file(&path);
     times.sort();
     times[times.len() / 2]
+}
+
+// ---------------------------------------------------------------- host client
+
+/// The server's default poll window, as `vsvm serve` takes it.
+struct PollWindowUs;
+
+impl PollWindowUs {
+    const DEFAULT: u64 = vsvm::vfio_user::PollWindow::DEFAULT.0.as_micros() as u64;
+}
+
+/// Median round trip of a BAR0 REGION_READ sent by a blocking host client (no QEMU): what our
+/// server adds to a guest's BAR read.
+fn host_region_reads(window_us: u64) -> Duration {
+    use vsvm::vfio_user::protocol::{Command, Header, RegionAccess, VersionBody};
+    use vsvm::vfio_user::transport::{recv_message, send_message};
+    use zerocopy::IntoBytes;
+
+    let socket = std::env::temp_dir().join(format!("vsvm-hostread-{}.sock", std::process::id()));
+    let mut server = start_server(&socket, window_us);
+    let s = UnixStream::connect(&socket).unwrap();
+    let request = |id: u16, command: Command| Header {
+        msg_id: id,
+        command: command as u16,
+        ..Default::default()
+    };
+    let mut version = VersionBody::default().as_bytes().to_vec();
+    version.extend_from_slice(b"{\"capabilities\":{}}\0");
+    send_message(&s, request(0, Command::Version), &[&version]).unwrap();
+    recv_message(&s).unwrap();
+    let access = RegionAccess {
+        offset: 0x34,
+        region: 0,
+        count: 4,
+    };
+    let mut times = Vec::with_capacity(PING_ROUNDS);
+    for i in 0..PING_ROUNDS {
+        let t0 = Instant::now();
+        send_message(
+            &s,
+            request(i as u16, Command::RegionRead),
+            &[access.as_bytes()],
+        )
+        .unwrap();
+        recv_message(&s).unwrap();
+        times.push(t0.elapsed());
+    }
+    drop(s);
+    let _ = server.kill();
+    let _ = server.wait();
+    median(times)
 }
 
 // ---------------------------------------------------------------- guest run
