@@ -184,50 +184,53 @@ pub struct MemView {
 }
 
 impl MemView {
-    /// The region containing `gpa`, checked for `access`.
-    fn region(&self, gpa: Gpa, access: Access) -> Result<Arc<Region>, MemError> {
-        let cached = self
-            .last
-            .borrow()
-            .as_ref()
-            .filter(|r| r.start <= gpa && gpa.0 < r.end())
-            .cloned();
-        let region = match cached {
-            Some(r) => r,
-            None => {
-                let r = self.table.find(gpa).ok_or(MemError::Unmapped(gpa))?.clone();
-                *self.last.borrow_mut() = Some(r.clone());
-                r
-            }
-        };
-        match access {
-            Access::Read if !region.readable => Err(MemError::Denied(gpa, "read")),
-            Access::Write if !region.writable => Err(MemError::Denied(gpa, "write")),
-            _ => Ok(region),
+    /// Runs `f` on the region containing `gpa`, checked for `access`. The last region found is
+    /// kept, so walks and copies skip the table lookup, and a hit touches no reference count.
+    /// `f` must not call back into the view (it runs while the cache is borrowed).
+    fn with_region<R>(
+        &self,
+        gpa: Gpa,
+        access: Access,
+        f: impl FnOnce(&Region) -> Result<R, MemError>,
+    ) -> Result<R, MemError> {
+        let last = self.last.borrow();
+        if let Some(region) = last.as_ref().filter(|r| r.start <= gpa && gpa.0 < r.end()) {
+            check_access(region, gpa, access)?;
+            return f(region);
         }
+        drop(last);
+        let region = self.table.find(gpa).ok_or(MemError::Unmapped(gpa))?;
+        check_access(region, gpa, access)?;
+        *self.last.borrow_mut() = Some(region.clone());
+        f(region)
     }
 
     fn port(&self, gpa: Gpa) -> Result<&DmaPort, MemError> {
         self.port.as_ref().ok_or(MemError::NoClient(gpa))
     }
 
-    /// Walks `[gpa, gpa + len)` region by region, calling `f(region, gpa, range in buffer)`.
+    /// Walks `[gpa, gpa + len)` region by region, calling `f(backing, gpa, offset in the
+    /// mapping (0 for a remote region), range in the buffer)`.
     fn for_each_chunk(
         &self,
         gpa: Gpa,
         len: usize,
         access: Access,
-        mut f: impl FnMut(&Region, Gpa, std::ops::Range<usize>) -> Result<(), MemError>,
+        mut f: impl FnMut(&Backing, Gpa, usize, std::ops::Range<usize>) -> Result<(), MemError>,
     ) -> Result<(), MemError> {
         let mut done = 0usize;
         while done < len {
             let at = gpa
                 .checked_add(done as u64)
                 .ok_or(MemError::Unmapped(gpa))?;
-            let region = self.region(at, access)?;
-            let n = ((region.end() - at.0) as usize).min(len - done);
-            f(&region, at, done..done + n)?;
-            done += n;
+            done += self.with_region(at, access, |region| {
+                let n = ((region.end() - at.0) as usize).min(len - done);
+                let offset = match &region.backing {
+                    Backing::Mapped { offset, .. } => offset + (at.0 - region.start.0) as usize,
+                    Backing::Remote => 0,
+                };
+                f(&region.backing, at, offset, done..done + n).map(|_| n)
+            })?;
         }
         Ok(())
     }
@@ -238,14 +241,11 @@ impl MemView {
             gpa,
             buf.len(),
             Access::Read,
-            |region, at, range| match &region.backing {
-                Backing::Mapped { mapping, offset } => {
-                    let off = offset + (at.0 - region.start.0) as usize;
-                    mapping
-                        .read(off, &mut buf[range])
-                        .then_some(())
-                        .ok_or(MemError::Unmapped(at))
-                }
+            |backing, at, off, range| match backing {
+                Backing::Mapped { mapping, .. } => mapping
+                    .read(off, &mut buf[range])
+                    .then_some(())
+                    .ok_or(MemError::Unmapped(at)),
                 Backing::Remote => Ok(self.port(at)?.read(at.0, &mut buf[range])?),
             },
         )
@@ -257,39 +257,41 @@ impl MemView {
             gpa,
             data.len(),
             Access::Write,
-            |region, at, range| match &region.backing {
-                Backing::Mapped { mapping, offset } => {
-                    let off = offset + (at.0 - region.start.0) as usize;
-                    mapping
-                        .write(off, &data[range])
-                        .then_some(())
-                        .ok_or(MemError::Denied(at, "write"))
-                }
+            |backing, at, off, range| match backing {
+                Backing::Mapped { mapping, .. } => mapping
+                    .write(off, &data[range])
+                    .then_some(())
+                    .ok_or(MemError::Denied(at, "write")),
                 Backing::Remote => Ok(self.port(at)?.write(at.0, &data[range])?),
             },
         )
     }
 
-    /// The mapping and offset of the aligned u64 at `gpa`, or `None` for a remote region.
-    fn word(&self, gpa: Gpa, access: Access) -> Result<(Arc<Region>, Option<usize>), MemError> {
+    /// Applies `f` to the mapping and offset of the aligned u64 at `gpa`; `Ok(None)` when its
+    /// region has no fd, and the caller has to go through the client.
+    fn on_mapped_word<R>(
+        &self,
+        gpa: Gpa,
+        access: Access,
+        f: impl FnOnce(&Mapping, usize) -> Result<R, MemError>,
+    ) -> Result<Option<R>, MemError> {
         if gpa.0 % 8 != 0 {
             return Err(MemError::Unaligned(gpa));
         }
-        let region = self.region(gpa, access)?;
-        let offset = match &region.backing {
-            Backing::Mapped { offset, .. } => Some(offset + (gpa.0 - region.start.0) as usize),
-            Backing::Remote => None,
-        };
-        Ok((region, offset))
+        self.with_region(gpa, access, |region| match &region.backing {
+            Backing::Mapped { mapping, offset } => {
+                f(mapping, offset + (gpa.0 - region.start.0) as usize).map(Some)
+            }
+            Backing::Remote => Ok(None),
+        })
     }
 
     /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.
     pub fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
-        match self.word(gpa, Access::Read)? {
-            (region, Some(off)) => mapping_of(&region)
-                .load_u64(off)
-                .ok_or(MemError::Unmapped(gpa)),
-            (_, None) => {
+        let unmapped = MemError::Unmapped(gpa);
+        match self.on_mapped_word(gpa, Access::Read, |m, off| m.load_u64(off).ok_or(unmapped))? {
+            Some(value) => Ok(value),
+            None => {
                 let mut bytes = [0u8; 8];
                 self.port(gpa)?.read(gpa.0, &mut bytes)?;
                 Ok(u64::from_le_bytes(bytes))
@@ -299,11 +301,12 @@ impl MemView {
 
     /// One aligned 64-bit store: atomic when mapped.
     pub fn write_u64(&self, gpa: Gpa, value: u64) -> Result<(), MemError> {
-        match self.word(gpa, Access::Write)? {
-            (region, Some(off)) => mapping_of(&region)
-                .store_u64(off, value)
-                .ok_or(MemError::Denied(gpa, "write")),
-            (_, None) => Ok(self.port(gpa)?.write(gpa.0, &value.to_le_bytes())?),
+        let denied = MemError::Denied(gpa, "write");
+        match self.on_mapped_word(gpa, Access::Write, |m, off| {
+            m.store_u64(off, value).ok_or(denied)
+        })? {
+            Some(()) => Ok(()),
+            None => Ok(self.port(gpa)?.write(gpa.0, &value.to_le_bytes())?),
         }
     }
 
@@ -312,11 +315,11 @@ impl MemView {
     /// found. Without an fd there is no atomic access: read, compare and write through the
     /// client, which is exact only while the guest does not race with us.
     pub fn compare_exchange_u64(&self, gpa: Gpa, current: u64, new: u64) -> Result<u64, MemError> {
-        match self.word(gpa, Access::Write)? {
-            (region, Some(off)) => mapping_of(&region)
-                .compare_exchange_u64(off, current, new)
-                .ok_or(MemError::Denied(gpa, "write")),
-            (_, None) => {
+        let denied = MemError::Denied(gpa, "write");
+        let exchange = |m: &Mapping, off| m.compare_exchange_u64(off, current, new).ok_or(denied);
+        match self.on_mapped_word(gpa, Access::Write, exchange)? {
+            Some(found) => Ok(found),
+            None => {
                 let found = self.read_u64(gpa)?;
                 if found == current {
                     self.write_u64(gpa, new)?;
@@ -327,10 +330,12 @@ impl MemView {
     }
 }
 
-fn mapping_of(region: &Region) -> &Mapping {
-    match &region.backing {
-        Backing::Mapped { mapping, .. } => mapping,
-        Backing::Remote => unreachable!("word() returns an offset only for mapped regions"),
+/// Checks that `region` allows `access`.
+fn check_access(region: &Region, gpa: Gpa, access: Access) -> Result<(), MemError> {
+    match access {
+        Access::Read if !region.readable => Err(MemError::Denied(gpa, "read")),
+        Access::Write if !region.writable => Err(MemError::Denied(gpa, "write")),
+        _ => Ok(()),
     }
 }
 
