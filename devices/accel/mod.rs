@@ -128,11 +128,14 @@ impl Function for Accel {
     }
 
     fn bar_write(&mut self, bar: usize, at: u64, data: &[u8]) {
-        match (bar, data.len(), at % data.len().max(1) as u64) {
-            (REGS_BAR, 4, 0) => self.write_dword(at, u32::from_le_bytes(data.try_into().unwrap())),
-            (REGS_BAR, 8, 0) => {
-                self.write_dword(at, u32::from_le_bytes(data[..4].try_into().unwrap()));
-                self.write_dword(at + 4, u32::from_le_bytes(data[4..].try_into().unwrap()));
+        // Aligned 32-bit writes, and aligned 64-bit writes as two dwords (low first).
+        match (bar, data) {
+            (REGS_BAR, &[a, b, c, d]) if at % 4 == 0 => {
+                self.write_dword(at, u32::from_le_bytes([a, b, c, d]))
+            }
+            (REGS_BAR, &[a, b, c, d, e, f, g, h]) if at % 8 == 0 => {
+                self.write_dword(at, u32::from_le_bytes([a, b, c, d]));
+                self.write_dword(at + 4, u32::from_le_bytes([e, f, g, h]));
             }
             _ => warn!(
                 "accel: ignored {}-byte write at BAR{bar}+0x{at:x}",

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use super::protocol::{Header, HEADER_SIZE, MAX_MESSAGE_SIZE, MAX_MSG_FDS};
 
@@ -116,7 +116,7 @@ pub fn recv_message(sock: &UnixStream) -> Result<Message, TransportError> {
     let mut fds = Vec::new();
     let mut raw = [0u8; HEADER_SIZE];
     recv_exact(sock, &mut raw, &mut fds, true)?;
-    let header = Header::read_from_bytes(&raw).expect("header buffer has the header's size");
+    let header: Header = zerocopy::transmute!(raw);
     let size = header.message_size as usize;
     if size < HEADER_SIZE {
         return Err(TransportError::ShortSize {
