@@ -13,7 +13,7 @@ mod common_vtd;
 
 use common_vtd::*;
 use vsvm::vtd::cache::IotlbInvalidation;
-use vsvm::vtd::walk::{self, FsFlags, FsReserved, FsTable, SsReserved, SsTable};
+use vsvm::vtd::walk::{self, FsFlags, FsTable, SsTable};
 use vsvm::vtd::Access;
 
 const PASID: u32 = 1;
@@ -164,7 +164,7 @@ fn benches(c: &mut Criterion) {
         five_level: false,
         flags: FsFlags::default(),
     };
-    let fs_rsvd = FsReserved::new(48, true);
+    let fs_rsvd = walk::first_stage::reserved(48, true);
     group.bench_function("walk_first_stage_4level", |b| {
         b.iter(|| {
             black_box(walk::first_stage_only(
@@ -190,7 +190,7 @@ fn benches(c: &mut Criterion) {
         ad: false,
         exec: false,
     };
-    let ss_rsvd = SsReserved::new(48, true, true, true);
+    let ss_rsvd = walk::second_stage::reserved(48, true, true, true);
     group.bench_function("walk_nested_4_4", |b| {
         b.iter(|| {
             black_box(walk::nested(

@@ -69,9 +69,9 @@ impl Reserved {
             scalable_context: scalable_context_reserved(c),
             pasid_dir: pasid_dir_reserved(c.mgaw),
             pasid_entry: pasid_entry_reserved(c),
-            ss_legacy: SsReserved::new(c.mgaw, false, c.sl_2m, c.sl_1g),
-            ss_scalable: SsReserved::new(c.mgaw, true, c.sl_2m, c.sl_1g),
-            fs: FsReserved::new(c.mgaw, c.fl_1g),
+            ss_legacy: walk::second_stage::reserved(c.mgaw, false, c.sl_2m, c.sl_1g),
+            ss_scalable: walk::second_stage::reserved(c.mgaw, true, c.sl_2m, c.sl_1g),
+            fs: walk::first_stage::reserved(c.mgaw, c.fl_1g),
         }
     }
 }

@@ -9,8 +9,8 @@ use crate::vtd::request::{Access, Perms};
 
 use super::second_stage::{self, SsFault, SsReserved, SsTable};
 use super::{
-    bits_from, entry_address, page_output, set_flags, Denied, FlagUpdate, PageSize, MAX_AD_RETRIES,
-    PAGE_SHIFT,
+    bits_from, entry_address, page_output, set_flags, Denied, FlagUpdate, LevelMasks, PageSize,
+    MAX_AD_RETRIES, PAGE_SHIFT,
 };
 
 /// A first-stage paging entry (PML5E, PML4E, PDPE, PDE or PTE), as the CPU's IA-32e format.
@@ -73,37 +73,18 @@ pub const FS_RSVD_TABLE: [u64; 6] = [0, 0, 0, 0, FS_PS, FS_PS];
 pub const FS_RSVD_LARGE: [u64; 4] = [0, 0, 0x1f_e000, 0x3fff_e000];
 
 /// Reserved-bit masks for one remapping unit's first-stage entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FsReserved {
-    /// Level 1 entries and non-leaf entries of levels 2-5.
-    pub table: [u64; 6],
-    /// Leaf entries (PS set) of levels 2 and 3.
-    pub large: [u64; 4],
-}
+pub type FsReserved = LevelMasks;
 
-impl FsReserved {
-    /// Masks for host address width `haw`; without 1 GiB page support PS is reserved in PDPEs.
-    pub fn new(haw: u8, pages_1g: bool) -> Self {
-        let above = bits_from(haw) & !FS_UPPER;
-        let table = FS_RSVD_TABLE.map(|m| m | above);
-        let mut large = FS_RSVD_LARGE.map(|m| m | above);
-        if !pages_1g {
-            large[3] |= FS_PS;
-        }
-        FsReserved { table, large }
+/// First-stage masks for host address width `haw`; without 1 GiB page support PS is reserved
+/// in PDPEs.
+pub fn reserved(haw: u8, pages_1g: bool) -> FsReserved {
+    let above = bits_from(haw) & !FS_UPPER;
+    let table = FS_RSVD_TABLE.map(|m| m | above);
+    let mut large = FS_RSVD_LARGE.map(|m| m | above);
+    if !pages_1g {
+        large[3] |= FS_PS;
     }
-
-    fn mask(&self, level: u8, pte: FsPte) -> u64 {
-        let level = usize::from(level);
-        if level > 1 && pte.ps() {
-            self.large
-                .get(level)
-                .copied()
-                .unwrap_or(self.table[level.min(5)])
-        } else {
-            self.table[level.min(5)]
-        }
-    }
+    LevelMasks { table, large }
 }
 
 /// Access-control fields of the PASID entry that shape first-stage permissions.
@@ -337,7 +318,7 @@ fn read_entry(
         if !pte.p() {
             return Err(FsFault::NotPresent);
         }
-        if raw & rsvd.mask(level, pte) != 0 {
+        if raw & rsvd.mask(level, pte.ps()) != 0 {
             return Err(FsFault::Reserved);
         }
         let flags = FsPte::new().with_a(true).with_ea(fs.flags.eafe).into_bits();
@@ -387,12 +368,12 @@ mod tests {
     #[test]
     fn test_reserved_masks_pinned_to_qemu() {
         // QEMU: L1-L3 ~(HAW | 0xfff0..); L4 0x80 | ...; 2M 0x1fe000 | ...; 1G 0x3fffe000 | ...
-        let rsvd = FsReserved::new(48, true);
+        let rsvd = reserved(48, true);
         assert_eq!(rsvd.table[1], 0x000f_0000_0000_0000);
         assert_eq!(rsvd.table[4], 0x000f_0000_0000_0080);
         assert_eq!(rsvd.large[2], 0x000f_0000_001f_e000);
         assert_eq!(rsvd.large[3], 0x000f_0000_3fff_e000);
-        assert_eq!(FsReserved::new(48, false).large[3] & FS_PS, FS_PS);
+        assert_eq!(reserved(48, false).large[3] & FS_PS, FS_PS);
     }
 
     #[test]

@@ -284,6 +284,27 @@ pub fn nested(
     Err(WalkFault::First(FsFault::AdUpdate))
 }
 
+/// Reserved-bit masks of one paging-structure format, by level (one table, checked once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelMasks {
+    /// Level 1 entries and non-leaf entries of levels 2-5.
+    pub table: [u64; 6],
+    /// Leaf entries (PS set) of levels 2 and 3.
+    pub large: [u64; 4],
+}
+
+impl LevelMasks {
+    /// The mask for an entry at `level` (1-5) whose PS bit is `ps`. Level 4 and 5 entries with
+    /// PS set are checked against the table mask, where PS is reserved.
+    pub fn mask(&self, level: u8, ps: bool) -> u64 {
+        let level = usize::from(level).min(5);
+        match self.large.get(level) {
+            Some(large) if level > 1 && ps => *large,
+            _ => self.table[level],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

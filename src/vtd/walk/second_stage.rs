@@ -7,8 +7,8 @@ use crate::mem::{Gpa, MemView};
 use crate::vtd::request::Perms;
 
 use super::{
-    bits_from, entry_address, page_output, set_flags, FlagUpdate, PageSize, MAX_AD_RETRIES,
-    PAGE_SHIFT,
+    bits_from, entry_address, page_output, set_flags, FlagUpdate, LevelMasks, PageSize,
+    MAX_AD_RETRIES, PAGE_SHIFT,
 };
 
 /// A second-stage paging entry (SS-PML5E, SS-PML4E, SS-PDPE, SS-PDE or SS-PTE).
@@ -69,49 +69,26 @@ pub const SS_RSVD_TABLE: [u64; 6] = [0, SS_SNP, SS_SNP, SS_SNP, SS_SNP | SS_PS, 
 pub const SS_RSVD_LARGE: [u64; 4] = [0, 0, 0x1f_f800, 0x3fff_f800];
 
 /// Reserved-bit masks for one remapping unit's second-stage entries: one table, checked once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SsReserved {
-    /// Level 1 entries and non-leaf entries of levels 2-5.
-    pub table: [u64; 6],
-    /// Leaf entries (PS set) of levels 2 and 3.
-    pub large: [u64; 4],
-}
+pub type SsReserved = LevelMasks;
 
-impl SsReserved {
-    /// Masks for host address width `haw`. In scalable mode SNP is a leaf attribute (QEMU
-    /// clears it from the leaf masks); large pages the unit does not support make PS reserved.
-    pub fn new(haw: u8, scalable: bool, pages_2m: bool, pages_1g: bool) -> Self {
-        let above = bits_from(haw) & !SS_IGNORED;
-        let mut table = SS_RSVD_TABLE.map(|m| m | above);
-        let mut large = SS_RSVD_LARGE.map(|m| m | above);
-        if scalable {
-            table[1] &= !SS_SNP;
-            large[2] &= !SS_SNP;
-            large[3] &= !SS_SNP;
-        }
-        if !pages_2m {
-            large[2] |= SS_PS;
-        }
-        if !pages_1g {
-            large[3] |= SS_PS;
-        }
-        SsReserved { table, large }
+/// Second-stage masks for host address width `haw`. In scalable mode SNP is a leaf attribute
+/// (QEMU clears it from the leaf masks); large pages the unit does not support make PS reserved.
+pub fn reserved(haw: u8, scalable: bool, pages_2m: bool, pages_1g: bool) -> SsReserved {
+    let above = bits_from(haw) & !SS_IGNORED;
+    let mut table = SS_RSVD_TABLE.map(|m| m | above);
+    let mut large = SS_RSVD_LARGE.map(|m| m | above);
+    if scalable {
+        table[1] &= !SS_SNP;
+        large[2] &= !SS_SNP;
+        large[3] &= !SS_SNP;
     }
-
-    /// The mask for an entry at `level` (1-5).
-    fn mask(&self, level: u8, pte: SsPte) -> u64 {
-        let level = usize::from(level);
-        if level > 1 && pte.ps() {
-            // Level 4/5 entries with PS set are checked against the table mask, where PS is
-            // reserved.
-            self.large
-                .get(level)
-                .copied()
-                .unwrap_or(self.table[level.min(5)])
-        } else {
-            self.table[level.min(5)]
-        }
+    if !pages_2m {
+        large[2] |= SS_PS;
     }
+    if !pages_1g {
+        large[3] |= SS_PS;
+    }
+    LevelMasks { table, large }
 }
 
 /// One second-stage translation structure, as a context or PASID entry describes it.
@@ -258,7 +235,7 @@ fn read_entry(
         if !(pte.r() || pte.w() || (ss.exec && pte.x())) {
             return Err(SsFault::NotPresent);
         }
-        if raw & rsvd.mask(level, pte) != 0 {
+        if raw & rsvd.mask(level, pte.ps()) != 0 {
             return Err(SsFault::Reserved);
         }
         if !ss.ad {
@@ -286,7 +263,7 @@ mod tests {
     fn test_reserved_masks_pinned_to_qemu() {
         // QEMU (legacy, no stale TM): L1 0x800 | ~(HAW | IGN_COM); L4 0x880 | ...;
         // 2M 0x1ff800 | ...; 1G 0x3ffff800 | ... .
-        let legacy = SsReserved::new(48, false, true, true);
+        let legacy = reserved(48, false, true, true);
         let above = HAW_48 & !SS_IGNORED;
         assert_eq!(legacy.table[1], 0x800 | above);
         assert_eq!(legacy.table[4], 0x880 | above);
@@ -294,7 +271,7 @@ mod tests {
         assert_eq!(legacy.large[3], 0x3fff_f800 | above);
         assert_eq!(above, 0x4000_0000_0000_0000 | 0x000f_0000_0000_0000);
         // Scalable mode: SNP is allowed in leaves.
-        let scalable = SsReserved::new(48, true, true, false);
+        let scalable = reserved(48, true, true, false);
         assert_eq!(scalable.table[1], above);
         assert_eq!(scalable.table[2], 0x800 | above);
         assert_eq!(scalable.large[2], 0x1f_f000 | above);
@@ -316,10 +293,10 @@ mod tests {
 
     #[test]
     fn test_level_four_and_five_leaves_are_reserved() {
-        let rsvd = SsReserved::new(48, true, true, true);
+        let rsvd = reserved(48, true, true, true);
         let ps = SsPte::new().with_r(true).with_ps(true);
-        assert_ne!(rsvd.mask(4, ps) & SS_PS, 0);
-        assert_ne!(rsvd.mask(5, ps) & SS_PS, 0);
-        assert_eq!(rsvd.mask(3, ps) & SS_PS, 0);
+        assert_ne!(rsvd.mask(4, ps.ps()) & SS_PS, 0);
+        assert_ne!(rsvd.mask(5, ps.ps()) & SS_PS, 0);
+        assert_eq!(rsvd.mask(3, ps.ps()) & SS_PS, 0);
     }
 }
