@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::{errno, spawn_accel, RawClient};
@@ -25,19 +25,6 @@ const DMA_CMD: u64 = 0x24;
 const DMA_STATUS: u64 = 0x28;
 const COMMAND_REG: u64 = 0x04;
 const BUS_MASTER: u32 = 1 << 2;
-
-fn memfd(size: u64) -> std::fs::File {
-    let fd: OwnedFd = rustix::fs::memfd_create(
-        "guest-ram",
-        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-    )
-    .unwrap();
-    let file = std::fs::File::from(fd);
-    file.set_len(size).unwrap();
-    // Sealed like QEMU's memfds: the server maps only fds that cannot shrink.
-    rustix::fs::fcntl_add_seals(&file, rustix::fs::SealFlags::SHRINK).unwrap();
-    file
-}
 
 fn map(address: u64, size: u64, offset: u64, flags: u32) -> Vec<u8> {
     DmaMap {
@@ -128,7 +115,7 @@ fn wait_done(c: &mut RawClient) -> u32 {
 fn test_copy_between_memfd_pages_moves_the_bytes() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let mut ram = memfd(0x10000);
+    let mut ram = common::ram::sealed_memfd(0x10000);
     let pattern: Vec<u8> = (0..0x3000u32).map(|i| (i * 7 + 3) as u8).collect();
     ram.write_all_at_start(&pattern);
     let rw = dma_map_flags::READ | dma_map_flags::WRITE;
@@ -152,7 +139,7 @@ fn test_copy_between_memfd_pages_moves_the_bytes() {
 fn test_copy_to_unmapped_destination_reports_dst_fault() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let ram = memfd(0x2000);
+    let ram = common::ram::sealed_memfd(0x2000);
     let rw = dma_map_flags::READ | dma_map_flags::WRITE;
     c.call_fds(Command::DmaMap, &map(0, 0x2000, 0, rw), &[ram.as_fd()]);
     start_copy(&mut c, 0, 0x1800, 0x1000); // runs off the end of the map
@@ -163,7 +150,7 @@ fn test_copy_to_unmapped_destination_reports_dst_fault() {
 fn test_copy_without_bus_master_faults() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let ram = memfd(0x2000);
+    let ram = common::ram::sealed_memfd(0x2000);
     c.call_fds(Command::DmaMap, &map(0, 0x2000, 0, 3), &[ram.as_fd()]);
     start_copy(&mut c, 0, 0x1000, 0x100);
     assert_eq!(wait_done(&mut c), 2);
@@ -245,7 +232,7 @@ fn test_large_copy_through_client_is_split_below_qemu_socket_buffer() {
 fn test_map_errors_have_their_errnos() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let ram = memfd(0x4000);
+    let ram = common::ram::sealed_memfd(0x4000);
     let ok = |r: &vsvm::vfio_user::transport::Message| !r.header.is_error();
     assert!(ok(&c.call_fds(
         Command::DmaMap,
@@ -295,7 +282,7 @@ fn test_map_errors_have_their_errnos() {
 fn test_partial_unmap_keeps_the_rest_usable() {
     let (mut c, _server) = spawn_accel();
     c.negotiate();
-    let mut ram = memfd(0x4000);
+    let mut ram = common::ram::sealed_memfd(0x4000);
     ram.write_all_at_start(&[0xab; 0x1000]);
     c.call_fds(Command::DmaMap, &map(0x10000, 0x4000, 0, 3), &[ram.as_fd()]);
     assert!(!c

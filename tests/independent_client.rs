@@ -2,6 +2,9 @@
 //! `vfio_user` crate's Client, over a real UNIX socket; then a second client after the first
 //! leaves (QEMU restarted).
 
+#[path = "common/ram.rs"]
+mod ram;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -22,18 +25,6 @@ fn start_server(name: &str) -> PathBuf {
         vsvm::vfio_user::serve(&listener, &mut device, &Default::default())
     });
     path
-}
-
-fn memfd(size: u64) -> std::fs::File {
-    let fd: OwnedFd = rustix::fs::memfd_create(
-        "ram",
-        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-    )
-    .unwrap();
-    let f = std::fs::File::from(fd);
-    f.set_len(size).unwrap();
-    rustix::fs::fcntl_add_seals(&f, rustix::fs::SealFlags::SHRINK).unwrap();
-    f
 }
 
 fn write32(c: &mut Client, region: u32, offset: u64, v: u32) {
@@ -76,7 +67,7 @@ fn test_independent_client_runs_a_job_with_msix_completion() {
     let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
     c.set_irqs(MSIX, DATA_EVENTFD_TRIGGER, 0, 1, &[eventfd.as_raw_fd()])
         .unwrap();
-    let mut ram = memfd(0x20000);
+    let mut ram = ram::sealed_memfd(0x20000);
     ram.write_all(&[0x3c; 0x2000]).unwrap();
     c.dma_map(0, 0x8000_0000, 0x20000, ram.as_raw_fd()).unwrap();
     write32(&mut c, CONFIG, 4, 0x6); // memory + bus master

@@ -2,10 +2,12 @@
 //! pointers biased into it), arbitrary accesses to every register offset, and arbitrary DMA
 //! and page requests. Nothing may panic (debug overflow checks included) or hang.
 
+#[path = "common/ram.rs"]
+mod ram;
+
 use proptest::prelude::*;
 
 use vsvm::mem::{Gpa, GuestMemory, PAGE_SIZE};
-use vsvm::vfio_user::DmaMapRequest;
 use vsvm::vtd::cap::FRCD_OFFSET;
 use vsvm::vtd::regs::{
     Gcmd, DMAR_CCMD_REG, DMAR_FSTS_REG, DMAR_GCMD_REG, DMAR_IOTLB_REG, DMAR_IQA_REG, DMAR_IQT_REG,
@@ -17,22 +19,7 @@ use vsvm::vtd::{Access, PageRequest, Pasid, RemappingUnit, Request, SourceId, Vt
 /// Guest RAM at GPA 0 holding `words`, so that random table pointers often land in it.
 fn ram_with(words: &[u64]) -> GuestMemory {
     let size = (words.len() as u64 * 8).next_multiple_of(PAGE_SIZE);
-    let fd = rustix::fs::memfd_create(
-        "unit-ram",
-        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-    )
-    .unwrap();
-    rustix::fs::ftruncate(&fd, size).unwrap();
-    rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK).unwrap();
-    let mem = GuestMemory::new();
-    let request = DmaMapRequest {
-        address: 0,
-        size,
-        fd_offset: 0,
-        readable: true,
-        writable: true,
-    };
-    mem.map(&request, Some(fd)).unwrap();
+    let mem = ram::guest_memory(size);
     for (i, word) in words.iter().enumerate() {
         mem.write_u64(Gpa(i as u64 * 8), *word).unwrap();
     }

@@ -1,6 +1,8 @@
 //! A raw vfio-user client over a socketpair, for driving the server message by message.
 #![allow(dead_code)]
 
+pub mod ram;
+
 use std::io::{IoSlice, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;

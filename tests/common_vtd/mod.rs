@@ -8,8 +8,8 @@
 #![allow(dead_code)]
 
 pub mod driver;
-
-use std::os::fd::OwnedFd;
+#[path = "../common/ram.rs"]
+pub mod ram;
 
 use vsvm::mem::{Gpa, GuestMemory, MemView};
 use vsvm::vfio_user::DmaMapRequest;
@@ -68,30 +68,10 @@ pub struct GuestRam {
     next: u64,
 }
 
-fn memfd(size: u64) -> OwnedFd {
-    let fd = rustix::fs::memfd_create(
-        "guest-ram",
-        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-    )
-    .unwrap();
-    rustix::fs::ftruncate(&fd, size).unwrap();
-    // Sealed like QEMU's memfds: the server maps only fds that cannot shrink.
-    rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK).unwrap();
-    fd
-}
-
 impl GuestRam {
     /// `size` bytes of zeroed RAM; page 0 stays unused so that 0 is never a valid table.
     pub fn new(size: u64) -> Self {
-        let mem = GuestMemory::new();
-        let request = DmaMapRequest {
-            address: 0,
-            size,
-            fd_offset: 0,
-            readable: true,
-            writable: true,
-        };
-        mem.map(&request, Some(memfd(size))).unwrap();
+        let mem = ram::guest_memory(size);
         GuestRam {
             mem,
             size,
@@ -102,7 +82,7 @@ impl GuestRam {
     /// Adds a read-only map at `gpa` holding `words` (offset, value): the device can read it
     /// but not write it, so A/D updates there fail.
     pub fn map_read_only(&self, gpa: u64, size: u64, words: &[(u64, u64)]) -> u64 {
-        let fd = memfd(size);
+        let fd = ram::sealed_memfd(size);
         for (offset, value) in words {
             rustix::io::pwrite(&fd, &value.to_le_bytes(), *offset).unwrap();
         }
@@ -113,7 +93,7 @@ impl GuestRam {
             readable: true,
             writable: false,
         };
-        self.mem.map(&request, Some(fd)).unwrap();
+        self.mem.map(&request, Some(fd.into())).unwrap();
         gpa
     }
 
