@@ -493,40 +493,15 @@ impl TryFrom<&InvDesc> for InvWait {
     }
 }
 
-/// PASID-based IOTLB granularity (G of p_iotlb_inv_dsc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PasidIotlbGranularity {
-    /// 00b, 01b: reserved.
-    Reserved = 0,
-    /// 10b: every mapping of a PASID in a domain.
-    Pasid = 2,
-    /// 11b: pages of a PASID in a domain.
-    Page = 3,
-}
-
-impl PasidIotlbGranularity {
-    const fn into_bits(self) -> u8 {
-        self as u8
-    }
-
-    const fn from_bits(bits: u8) -> Self {
-        match bits & 3 {
-            2 => Self::Pasid,
-            3 => Self::Page,
-            _ => Self::Reserved,
-        }
-    }
-}
-
-/// PASID-based IOTLB invalidate descriptor, first quadword (6.5.2.4).
+/// First quadword shared by the PASID-based IOTLB (6.5.2.4) and PASID-cache (6.5.2.2)
+/// invalidate descriptors: what to invalidate (G), in which domain, for which PASID.
 #[bitfield(u64)]
-pub struct PasidIotlbQw0 {
+pub struct PasidScopeQw0 {
     #[bits(4)]
     __: u8,
-    /// G: granularity (bits 5:4).
+    /// G: granularity (bits 5:4); see [`p_iotlb_g`] and [`pc_g`].
     #[bits(2)]
-    pub g: PasidIotlbGranularity,
+    pub g: u8,
     #[bits(10)]
     __: u16,
     /// DID: domain-ID (bits 31:16).
@@ -536,6 +511,24 @@ pub struct PasidIotlbQw0 {
     pub pasid: u32,
     #[bits(12)]
     __: u16,
+}
+
+/// G of the PASID-based IOTLB descriptor (00b and 01b are reserved).
+pub mod p_iotlb_g {
+    /// 10b: every mapping of a PASID in a domain.
+    pub const PASID: u8 = 2;
+    /// 11b: pages of a PASID in a domain.
+    pub const PAGE: u8 = 3;
+}
+
+/// G of the PASID-cache descriptor (10b is reserved).
+pub mod pc_g {
+    /// 00b: every PASID of a domain.
+    pub const DOMAIN: u8 = 0;
+    /// 01b: one PASID of a domain.
+    pub const PASID: u8 = 1;
+    /// 11b: everything.
+    pub const GLOBAL: u8 = 3;
 }
 
 /// A PASID-based IOTLB invalidation.
@@ -547,77 +540,21 @@ impl TryFrom<&InvDesc> for PasidIotlbInv {
 
     fn try_from(desc: &InvDesc) -> Result<Self, DescError> {
         desc.check(DescKind::PasidIotlb, rsvd::PASID_IOTLB)?;
-        let qw0 = PasidIotlbQw0::from_bits(desc.0[0]);
+        let qw0 = PasidScopeQw0::from_bits(desc.0[0]);
         let qw1 = InvAddrQw1::from_bits(desc.0[1]);
         let (domain, pasid) = (DomainId(qw0.did()), pasid_field(qw0.pasid()));
         Ok(Self(match qw0.g() {
-            PasidIotlbGranularity::Pasid => PasidIotlbInvalidation::Pasid { domain, pasid },
-            PasidIotlbGranularity::Page => PasidIotlbInvalidation::Page {
+            p_iotlb_g::PASID => PasidIotlbInvalidation::Pasid { domain, pasid },
+            p_iotlb_g::PAGE => PasidIotlbInvalidation::Page {
                 domain,
                 pasid,
                 addr: qw1.aligned_addr(),
                 address_mask: qw1.am(),
                 ih: qw1.ih(),
             },
-            PasidIotlbGranularity::Reserved => {
-                // Two encodings map to Reserved: report the one found.
-                let value =
-                    (desc.0[0] >> PasidIotlbQw0::G_OFFSET) & ((1 << PasidIotlbQw0::G_BITS) - 1);
-                return Err(DescError::ReservedEncoding {
-                    field: "G",
-                    value: value as u8,
-                });
-            }
+            value => return Err(DescError::ReservedEncoding { field: "G", value }),
         }))
     }
-}
-
-/// PASID-cache granularity (G of pc_inv_dsc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PasidCacheGranularity {
-    /// 00b: every PASID of a domain.
-    Domain = 0,
-    /// 01b: one PASID of a domain.
-    Pasid = 1,
-    /// 10b: reserved.
-    Reserved = 2,
-    /// 11b: everything.
-    Global = 3,
-}
-
-impl PasidCacheGranularity {
-    const fn into_bits(self) -> u8 {
-        self as u8
-    }
-
-    const fn from_bits(bits: u8) -> Self {
-        match bits & 3 {
-            0 => Self::Domain,
-            1 => Self::Pasid,
-            2 => Self::Reserved,
-            _ => Self::Global,
-        }
-    }
-}
-
-/// PASID-cache invalidate descriptor, first quadword (6.5.2.2).
-#[bitfield(u64)]
-pub struct PasidCacheQw0 {
-    #[bits(4)]
-    __: u8,
-    /// G: granularity (bits 5:4).
-    #[bits(2)]
-    pub g: PasidCacheGranularity,
-    #[bits(10)]
-    __: u16,
-    /// DID: domain-ID (bits 31:16).
-    pub did: u16,
-    /// PASID (bits 51:32).
-    #[bits(20)]
-    pub pasid: u32,
-    #[bits(12)]
-    __: u16,
 }
 
 /// A PASID-cache invalidation.
@@ -629,21 +566,16 @@ impl TryFrom<&InvDesc> for PasidCacheInv {
 
     fn try_from(desc: &InvDesc) -> Result<Self, DescError> {
         desc.check(DescKind::PasidCache, rsvd::PASID_CACHE)?;
-        let qw0 = PasidCacheQw0::from_bits(desc.0[0]);
+        let qw0 = PasidScopeQw0::from_bits(desc.0[0]);
         let domain = DomainId(qw0.did());
         Ok(Self(match qw0.g() {
-            PasidCacheGranularity::Domain => PasidCacheInvalidation::Domain(domain),
-            PasidCacheGranularity::Pasid => PasidCacheInvalidation::Pasid {
+            pc_g::DOMAIN => PasidCacheInvalidation::Domain(domain),
+            pc_g::PASID => PasidCacheInvalidation::Pasid {
                 domain,
                 pasid: pasid_field(qw0.pasid()),
             },
-            PasidCacheGranularity::Global => PasidCacheInvalidation::Global,
-            PasidCacheGranularity::Reserved => {
-                return Err(DescError::ReservedEncoding {
-                    field: "G",
-                    value: qw0.g().into_bits(),
-                })
-            }
+            pc_g::GLOBAL => PasidCacheInvalidation::Global,
+            value => return Err(DescError::ReservedEncoding { field: "G", value }),
         }))
     }
 }
@@ -958,8 +890,8 @@ mod tests {
             (
                 DescKind::PasidIotlb,
                 [
-                    PasidIotlbQw0::new()
-                        .with_g(PasidIotlbGranularity::Page)
+                    PasidScopeQw0::new()
+                        .with_g(p_iotlb_g::PAGE)
                         .with_did(!0)
                         .with_pasid(Pasid::MAX)
                         .into_bits(),
@@ -973,8 +905,8 @@ mod tests {
             (
                 DescKind::PasidCache,
                 [
-                    PasidCacheQw0::new()
-                        .with_g(PasidCacheGranularity::Global)
+                    PasidScopeQw0::new()
+                        .with_g(pc_g::GLOBAL)
                         .with_did(!0)
                         .with_pasid(Pasid::MAX)
                         .into_bits(),
