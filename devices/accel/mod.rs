@@ -32,6 +32,8 @@ pub const REGS_BAR: usize = 0;
 pub const MSIX_BAR: usize = 2;
 /// Offset of the PBA in the MSI-X BAR.
 pub const MSIX_PBA_OFFSET: u32 = 0x800;
+/// Size of each BAR (one page).
+pub const BAR_SIZE: u64 = 4096;
 /// Max PASID width advertised.
 pub const PASID_WIDTH: u8 = 20;
 /// Outstanding page request capacity advertised.
@@ -170,13 +172,13 @@ pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, Layou
     let bars = vec![
         BarSpec {
             index: REGS_BAR,
-            size: 4096,
+            size: BAR_SIZE,
             kind: BarKind::Memory32,
             prefetchable: false,
         },
         BarSpec {
             index: MSIX_BAR,
-            size: 4096,
+            size: BAR_SIZE,
             kind: BarKind::Memory32,
             prefetchable: false,
         },

@@ -15,6 +15,12 @@ use super::protocol::{
 };
 use super::transport::Message;
 
+/// Most vectors one SET_IRQS may name (MSI-X allows 2048 per function); bounds the
+/// allocation a de-assign without fds makes.
+const MAX_IRQ_VECTORS: usize = 4096;
+/// DMA page size we accept maps in (`pgsizes`).
+const DMA_PAGE_SIZE: u64 = 4096;
+
 /// Result of handling one request: a reply body, or an errno for an error reply.
 pub type Outcome = Result<Vec<u8>, Errno>;
 
@@ -88,7 +94,7 @@ fn version(body: &[u8], fds: Vec<OwnedFd>, session: &mut Session) -> Outcome {
     let caps = serde_json::json!({ "capabilities": {
         "max_msg_fds": MAX_MSG_FDS,
         "max_data_xfer_size": MAX_DATA_XFER,
-        "pgsizes": 4096,
+        "pgsizes": DMA_PAGE_SIZE,
         "max_dma_maps": 65535,
     }});
     let mut out = VersionBody {
@@ -237,7 +243,9 @@ fn set_irqs(body: &[u8], fds: Vec<OwnedFd>, device: &mut dyn Device) -> Outcome 
             IrqData::Eventfds(fds.into_iter().map(Some).collect())
         }
         // QEMU sends a run of -1 fds as a message with no fds: de-assign.
-        DATA_EVENTFD if action == IrqAction::Trigger && fds.is_empty() && count <= 4096 => {
+        DATA_EVENTFD
+            if action == IrqAction::Trigger && fds.is_empty() && count <= MAX_IRQ_VECTORS =>
+        {
             IrqData::Eventfds((0..count).map(|_| None).collect())
         }
         _ => return Err(Errno::INVAL),
