@@ -1,12 +1,14 @@
 //! vsvm: the hardware half of Shared Virtual Memory for a VM, in userspace — SVM-capable PCIe
 //! devices served to a stock QEMU over vfio-user. Layers import only downward (see DESIGN.md):
-//! devices → endpoint → vtd / mem / pci → vfio_user (tests/layering.rs checks it).
+//! devices → endpoint, ats / pri → iommu (the neutral API) ← vtd (implements it) → mem / pci →
+//! vfio_user (tests/layering.rs checks it).
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 // Raw guest memory is touched in one file only (mem/mapping.rs, which allows it).
 #![deny(unsafe_code)]
 
 pub mod endpoint;
+pub mod iommu;
 pub mod mem;
 pub mod pci;
 pub mod vfio_user;

@@ -5,15 +5,30 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Each layer and the layers it may use. Later issues add ats, pri and iommu between devices
-/// and vtd; add them here with their allowed edges.
+/// Each layer and the layers it may use. `iommu` is the neutral API: the VT-d model implements
+/// it (so `vtd` uses `iommu`), devices reach the IOMMU through `ats`/`pri` and `iommu` only.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("vfio_user", &[]),
     ("mem", &["vfio_user"]),
     ("pci", &[]),
-    ("vtd", &["mem"]),
+    ("iommu", &["mem"]),
+    ("vtd", &["iommu", "mem"]),
     ("endpoint", &["mem", "pci", "vfio_user"]),
-    ("devices", &["endpoint", "mem", "pci", "vfio_user", "vtd"]),
+    ("ats", &["iommu", "mem"]),
+    ("pri", &["iommu", "mem", "pci"]),
+    (
+        "devices",
+        &[
+            "ats",
+            "endpoint",
+            "iommu",
+            "mem",
+            "pci",
+            "pri",
+            "vfio_user",
+            "vtd",
+        ],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -267,6 +267,47 @@ impl MemView {
         )
     }
 
+    /// Copies `len` bytes from `src` to `dst` (a device's memmove: the ranges may overlap).
+    /// When both ranges lie inside fd-backed maps this is one direct copy between the
+    /// mappings; otherwise the bytes go through a buffer (and the client, for maps without fd).
+    pub fn copy(&self, src: Gpa, dst: Gpa, len: usize) -> Result<(), MemError> {
+        if let (Some(from), Some(to)) = (
+            self.mapped(src, len, Access::Read),
+            self.mapped(dst, len, Access::Write),
+        ) {
+            let ((src_map, src_off), (dst_map, dst_off)) = (from?, to?);
+            return src_map
+                .copy_to(src_off, dst_map, dst_off, len)
+                .then_some(())
+                .ok_or(MemError::Denied(dst, "write"));
+        }
+        let mut buf = vec![0u8; len];
+        self.read(src, &mut buf)?;
+        self.write(dst, &buf)
+    }
+
+    /// The mapping and offset holding all of `[gpa, gpa + len)`, when one fd-backed map does;
+    /// `Some(Err)` when the map refuses `access`.
+    fn mapped(
+        &self,
+        gpa: Gpa,
+        len: usize,
+        access: Access,
+    ) -> Option<Result<(&Mapping, usize), MemError>> {
+        let region = self.table.find(gpa)?;
+        let end = gpa.0.checked_add(len as u64)?;
+        let Backing::Mapped { mapping, offset } = &region.backing else {
+            return None;
+        };
+        if end > region.end() {
+            return None;
+        }
+        Some(
+            check_access(region, gpa, access)
+                .map(|()| (&**mapping, offset + (gpa.0 - region.start.0) as usize)),
+        )
+    }
+
     /// Applies `f` to the mapping and offset of the aligned u64 at `gpa`; `Ok(None)` when its
     /// region has no fd, and the caller has to go through the client.
     fn on_mapped_word<R>(
@@ -362,6 +403,33 @@ mod tests {
         };
         mem.map(&request, Some(fd)).unwrap();
         mem
+    }
+
+    #[test]
+    fn test_copy_overlapping_moves_like_memmove() {
+        let mem = memfd_memory(0x10000, 0x2000, true);
+        let data: Vec<u8> = (0..64).collect();
+        mem.write(Gpa(0x10000), &data).unwrap();
+        let view = mem.view();
+        view.copy(Gpa(0x10000), Gpa(0x10010), 64).unwrap();
+        let mut buf = [0; 64];
+        mem.read(Gpa(0x10010), &mut buf).unwrap();
+        assert_eq!(buf.to_vec(), data);
+    }
+
+    #[test]
+    fn test_copy_outside_or_into_read_only_map_fails() {
+        let mem = memfd_memory(0x10000, 0x1000, true);
+        let view = mem.view();
+        assert!(matches!(
+            view.copy(Gpa(0x10f00), Gpa(0x10000), 0x200),
+            Err(MemError::Unmapped(_))
+        ));
+        let ro = memfd_memory(0x10000, 0x1000, false);
+        assert!(matches!(
+            ro.view().copy(Gpa(0x10000), Gpa(0x10800), 16),
+            Err(MemError::Denied(_, "write"))
+        ));
     }
 
     #[test]

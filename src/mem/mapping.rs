@@ -118,6 +118,24 @@ impl Mapping {
         true
     }
 
+    /// Copies `len` bytes at `offset` to `dst_offset` of `dst` (which may be this mapping, or
+    /// another mapping of the same memory) as `memmove` does: overlapping ranges are fine.
+    /// False when either range is out of bounds or `dst` is read-only.
+    pub fn copy_to(&self, offset: usize, dst: &Mapping, dst_offset: usize, len: usize) -> bool {
+        let Some(src) = self.check(offset, len, 1) else {
+            return false;
+        };
+        let Some(to) = dst.check(dst_offset, len, 1).filter(|_| dst.writable) else {
+            return false;
+        };
+        // SAFETY: 1. both ranges lie inside live mappings (checked by `check`; the mappings
+        // live as long as `self` and `dst`). 2. `ptr::copy` allows the ranges to overlap, which
+        // they may when both name the same guest memory. 3. No reference to guest memory is
+        // formed; the guest changing bytes meanwhile only changes what is copied.
+        unsafe { std::ptr::copy(src, to, len) };
+        true
+    }
+
     /// The atomic view of the naturally aligned u64 at `offset`, if in bounds.
     fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         let ptr = self.check(offset, 8, 8)?;

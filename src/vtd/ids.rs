@@ -36,28 +36,7 @@ impl fmt::Display for SourceId {
     }
 }
 
-/// A process address space ID: 20 bits at most.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pasid(u32);
-
-impl Pasid {
-    /// Largest PASID the architecture allows (20 bits).
-    pub const MAX: u32 = (1 << 20) - 1;
-
-    /// A PASID, or `None` above 20 bits.
-    pub const fn new(value: u32) -> Option<Self> {
-        if value <= Self::MAX {
-            Some(Pasid(value))
-        } else {
-            None
-        }
-    }
-
-    /// The raw value.
-    pub const fn raw(self) -> u32 {
-        self.0
-    }
-}
+pub use crate::iommu::Pasid;
 
 /// A domain identifier (DID), tagging cached translations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,35 +5,7 @@
 use super::fault::FaultReason;
 use super::ids::{DomainId, Pasid, SourceId};
 
-/// What the request wants to do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Access {
-    /// Read.
-    pub read: bool,
-    /// Write.
-    pub write: bool,
-    /// Execute (instruction fetch); only with a PASID.
-    pub exec: bool,
-    /// Privileged (supervisor) request; only with a PASID.
-    pub privileged: bool,
-}
-
-impl Access {
-    /// A user-level read.
-    pub const READ: Access = Access {
-        read: true,
-        write: false,
-        exec: false,
-        privileged: false,
-    };
-    /// A user-level write.
-    pub const WRITE: Access = Access {
-        read: false,
-        write: true,
-        exec: false,
-        privileged: false,
-    };
-}
+pub use crate::iommu::{Access, Perms};
 
 /// A DMA request as it reaches the remapping hardware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,19 +18,6 @@ pub struct Request {
     pub addr: u64,
     /// What for.
     pub access: Access,
-}
-
-/// Permissions a translation grants.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Perms {
-    /// Reads allowed.
-    pub read: bool,
-    /// Writes allowed.
-    pub write: bool,
-    /// Execute allowed.
-    pub exec: bool,
-    /// Privileged accesses allowed.
-    pub privileged: bool,
 }
 
 /// A successful translation.
