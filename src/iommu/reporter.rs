@@ -29,8 +29,9 @@ type GroupKey = (DeviceId, Option<Pasid>, u16);
 #[derive(Default)]
 struct State {
     handlers: HashMap<DeviceId, Arc<dyn FaultHandler>>,
-    /// Groups awaiting a response, with their deadline.
-    pending: HashMap<GroupKey, Instant>,
+    /// Groups awaiting a response, with their deadline (`None`: a timeout too long for an
+    /// `Instant`, i.e. never).
+    pending: HashMap<GroupKey, Option<Instant>>,
     stopping: bool,
 }
 
@@ -120,7 +121,7 @@ impl FaultReporter {
             let handler = state.handlers.get(&device).cloned();
             if let (Some(_), IommuFault::PageRequest(req)) = (&handler, &fault) {
                 if req.last && !req.is_stop_marker() {
-                    let deadline = Instant::now() + self.shared.timeout;
+                    let deadline = Instant::now().checked_add(self.shared.timeout);
                     state.pending.insert(group_key(req), deadline);
                     self.shared.wake.notify_one();
                 }
@@ -221,11 +222,11 @@ fn timer(shared: Weak<Shared>) {
             let expired: Vec<GroupKey> = state
                 .pending
                 .iter()
-                .filter(|(_, deadline)| **deadline <= now)
+                .filter(|(_, deadline)| deadline.is_some_and(|d| d <= now))
                 .map(|(key, _)| *key)
                 .collect();
             if expired.is_empty() {
-                match state.pending.values().min().copied() {
+                match state.pending.values().flatten().min().copied() {
                     Some(next) => drop(shared.wake.wait_timeout(state, next - now)),
                     None => drop(shared.wake.wait(state)),
                 }
@@ -245,4 +246,256 @@ fn timer(shared: Weak<Shared>) {
         }
     }
     debug!("fault timer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iommu::fault::{UnrecoverableFault, UnrecoverableReason};
+    use crate::iommu::types::Access;
+
+    const DEV: DeviceId = DeviceId(0x0018);
+    const OTHER: DeviceId = DeviceId(0x0020);
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// A responder that records what it is asked to deliver.
+    fn recording() -> (Responder, Arc<Mutex<Vec<PageResponse>>>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let responder: Responder = Arc::new(move |resp| log.lock().unwrap().push(resp));
+        (responder, sent)
+    }
+
+    /// A handler that records the faults it sees.
+    fn handler() -> (Arc<dyn FaultHandler>, Arc<Mutex<Vec<IommuFault>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let handler: Arc<dyn FaultHandler> =
+            Arc::new(move |fault: &IommuFault| log.lock().unwrap().push(*fault));
+        (handler, seen)
+    }
+
+    fn request(device: DeviceId, pasid: u32, group: u16, last: bool) -> PageRequest {
+        PageRequest {
+            device,
+            pasid: Pasid::new(pasid),
+            addr: 0x7000_0000,
+            access: Access::WRITE,
+            group,
+            last,
+        }
+    }
+
+    fn invalid(req: &PageRequest) -> PageResponse {
+        PageResponse::to(req, PageResponseCode::InvalidRequest)
+    }
+
+    /// Waits up to 5 s for `done`.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        done()
+    }
+
+    #[test]
+    fn test_report_with_handler_calls_it_and_keeps_group_pending() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        let (h, seen) = handler();
+        reporter.register(DEV, h).unwrap();
+        let req = request(DEV, 1, 7, true);
+        reporter.report(IommuFault::PageRequest(req)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [IommuFault::PageRequest(req)]);
+        assert_eq!(reporter.pending(), 1);
+        assert!(sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_report_without_handler_answers_invalid_request_at_once() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        let req = request(DEV, 1, 7, true);
+        assert_eq!(
+            reporter.report(IommuFault::PageRequest(req)),
+            Err(IommuError::NoHandler(DEV))
+        );
+        assert_eq!(*sent.lock().unwrap(), [invalid(&req)]);
+        assert_eq!(reporter.pending(), 0);
+        let fault = IommuFault::Unrecoverable(UnrecoverableFault {
+            device: DEV,
+            pasid: None,
+            addr: 0,
+            access: Access::READ,
+            reason: UnrecoverableReason::Walk,
+        });
+        assert_eq!(reporter.report(fault), Err(IommuError::NoHandler(DEV)));
+        assert_eq!(sent.lock().unwrap().len(), 1, "nothing to answer");
+    }
+
+    #[test]
+    fn test_report_non_last_and_stop_marker_not_pending() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        let (h, seen) = handler();
+        reporter.register(DEV, h).unwrap();
+        let mut stop = request(DEV, 1, 3, true);
+        stop.access = Access::default();
+        assert!(stop.is_stop_marker());
+        reporter
+            .report(IommuFault::PageRequest(request(DEV, 1, 3, false)))
+            .unwrap();
+        reporter.report(IommuFault::PageRequest(stop)).unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2, "both reported");
+        assert_eq!(reporter.pending(), 0);
+        reporter.unregister(DEV).unwrap();
+        assert!(sent.lock().unwrap().is_empty());
+        // Without a handler neither is answered: no response is expected for them.
+        reporter.report(IommuFault::PageRequest(stop)).unwrap_err();
+        assert!(sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_complete_takes_group_off_then_not_pending() {
+        let (responder, _) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        reporter.register(DEV, handler().0).unwrap();
+        let req = request(DEV, 1, 7, true);
+        reporter.report(IommuFault::PageRequest(req)).unwrap();
+        let other_pasid = PageResponse {
+            pasid: Pasid::new(2),
+            ..PageResponse::to(&req, PageResponseCode::Success)
+        };
+        let not_pending = Err(IommuError::NotPending {
+            device: DEV,
+            group: 7,
+        });
+        assert_eq!(reporter.complete(&other_pasid), not_pending);
+        let resp = PageResponse::to(&req, PageResponseCode::Success);
+        assert_eq!(reporter.complete(&resp), Ok(()));
+        assert_eq!(reporter.complete(&resp), not_pending, "answered already");
+        assert_eq!(reporter.pending(), 0);
+    }
+
+    #[test]
+    fn test_timer_answers_unanswered_groups_invalid_request() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(Duration::from_millis(20), responder);
+        reporter.register(DEV, handler().0).unwrap();
+        let first = request(DEV, 1, 1, true);
+        reporter.report(IommuFault::PageRequest(first)).unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let second = request(DEV, 1, 2, true);
+        reporter.report(IommuFault::PageRequest(second)).unwrap();
+        assert!(eventually(|| sent.lock().unwrap().len() == 2));
+        let mut answered = sent.lock().unwrap().clone();
+        answered.sort_by_key(|r| r.group);
+        assert_eq!(answered, [invalid(&first), invalid(&second)]);
+        assert_eq!(reporter.pending(), 0);
+        let late = PageResponse::to(&first, PageResponseCode::Success);
+        assert!(reporter.complete(&late).is_err(), "timed out: not pending");
+    }
+
+    #[test]
+    fn test_timeout_too_long_for_instant_never_expires() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(Duration::MAX, responder);
+        reporter.register(DEV, handler().0).unwrap();
+        let req = request(DEV, 1, 1, true);
+        reporter.report(IommuFault::PageRequest(req)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(reporter.pending(), 1);
+        assert!(sent.lock().unwrap().is_empty());
+        reporter.unregister(DEV).unwrap();
+        assert_eq!(*sent.lock().unwrap(), [invalid(&req)]);
+    }
+
+    #[test]
+    fn test_unregister_answers_pending_groups_of_that_device_only() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        reporter.register(DEV, handler().0).unwrap();
+        reporter.register(OTHER, handler().0).unwrap();
+        let mine = request(DEV, 1, 1, true);
+        reporter.report(IommuFault::PageRequest(mine)).unwrap();
+        reporter
+            .report(IommuFault::PageRequest(request(OTHER, 1, 1, true)))
+            .unwrap();
+        reporter.unregister(DEV).unwrap();
+        assert_eq!(*sent.lock().unwrap(), [invalid(&mine)]);
+        assert_eq!(reporter.pending(), 1);
+        assert_eq!(reporter.unregister(DEV), Err(IommuError::NoHandler(DEV)));
+    }
+
+    #[test]
+    fn test_abort_answers_groups_of_one_pasid_or_all() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        reporter.register(DEV, handler().0).unwrap();
+        let reqs = [
+            request(DEV, 1, 1, true),
+            request(DEV, 2, 2, true),
+            request(DEV, 2, 3, true),
+        ];
+        for req in reqs {
+            reporter.report(IommuFault::PageRequest(req)).unwrap();
+        }
+        reporter.abort(DEV, Pasid::new(2));
+        let mut answered = sent.lock().unwrap().clone();
+        answered.sort_by_key(|r| r.group);
+        assert_eq!(answered, [invalid(&reqs[1]), invalid(&reqs[2])]);
+        reporter.abort(OTHER, None);
+        assert_eq!(reporter.pending(), 1);
+        reporter.abort(DEV, None);
+        assert_eq!(sent.lock().unwrap().last(), Some(&invalid(&reqs[0])));
+        assert_eq!(reporter.pending(), 0);
+    }
+
+    #[test]
+    fn test_register_twice_is_refused() {
+        let reporter = FaultReporter::new(LONG, recording().0);
+        reporter.register(DEV, handler().0).unwrap();
+        assert_eq!(
+            reporter.register(DEV, handler().0),
+            Err(IommuError::HandlerRegistered(DEV))
+        );
+    }
+
+    #[test]
+    fn test_handler_may_complete_from_inside_handle() {
+        let reporter = Arc::new(FaultReporter::new(LONG, recording().0));
+        let inner = Arc::downgrade(&reporter);
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let log = answered.clone();
+        let responding = move |fault: &IommuFault| {
+            if let (IommuFault::PageRequest(req), Some(reporter)) = (fault, inner.upgrade()) {
+                let resp = PageResponse::to(req, PageResponseCode::Success);
+                log.lock().unwrap().push(reporter.complete(&resp));
+            }
+        };
+        reporter.register(DEV, Arc::new(responding)).unwrap();
+        reporter
+            .report(IommuFault::PageRequest(request(DEV, 1, 9, true)))
+            .unwrap();
+        assert_eq!(*answered.lock().unwrap(), [Ok(())]);
+        assert_eq!(reporter.pending(), 0);
+    }
+
+    #[test]
+    fn test_drop_stops_the_timer_thread() {
+        let (responder, _) = recording();
+        let held = Arc::downgrade(&responder);
+        let reporter = FaultReporter::new(LONG, responder);
+        reporter.register(DEV, handler().0).unwrap();
+        reporter
+            .report(IommuFault::PageRequest(request(DEV, 1, 1, true)))
+            .unwrap();
+        drop(reporter);
+        // The timer thread held the last reference to the shared state (and its responder).
+        assert!(eventually(|| held.upgrade().is_none()));
+    }
 }
