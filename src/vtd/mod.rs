@@ -12,6 +12,7 @@ pub mod fault_log;
 pub mod ids;
 pub mod inv_desc;
 pub mod pasid;
+pub mod piommu;
 pub mod prq;
 pub mod qi;
 pub mod regs;

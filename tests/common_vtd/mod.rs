@@ -1,13 +1,15 @@
 //! Test scaffolding for the VT-d model, shared by every VT-d test and the bench: memfd-backed
 //! guest RAM with a page allocator, and builders that lay out root/context/PASID structures and
 //! page tables exactly as Linux's intel-iommu driver and x86 mm do ([`Structures`], [`Tree`],
-//! [`PasidEntryBuilder`]); [`Vtd`] drives the translator directly, [`driver::Machine`] drives a
-//! whole remapping unit through its registers. The bit values are Linux's own constants
+//! [`PasidEntryBuilder`], and [`process::Process`] for an x86 process address space); [`Vtd`]
+//! drives the translator directly, [`driver::Machine`] drives a whole remapping unit through its
+//! registers. The bit values are Linux's own constants
 //! (drivers/iommu/intel/iommu.h, pasid.h; arch/x86 pgtable_types.h), written out here rather
 //! than taken from the model, so a wrong bit position in the model cannot hide itself.
 #![allow(dead_code)]
 
 pub mod driver;
+pub mod process;
 #[path = "../common/ram.rs"]
 pub mod ram;
 
