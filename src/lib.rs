@@ -7,10 +7,12 @@
 // Raw guest memory is touched in one file only (mem/mapping.rs, which allows it).
 #![deny(unsafe_code)]
 
+pub mod ats;
 pub mod endpoint;
 pub mod iommu;
 pub mod mem;
 pub mod pci;
+pub mod pri;
 pub mod vfio_user;
 pub mod vtd;
 

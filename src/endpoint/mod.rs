@@ -59,7 +59,15 @@ impl Bus {
     }
 }
 
-/// A device model behind an endpoint: its BARs' registers and its reset.
+/// A device model behind an endpoint: its BARs' registers, its reset, and the configuration
+/// registers it follows or owns.
+///
+/// Config hooks: before every guest config read or write the endpoint calls
+/// [`Function::config_refresh`], where the function writes the status bits it owns (e.g. PRI
+/// Stopped, latched RW1C events); after every write — capability write hooks already run —
+/// and after power-on it calls [`Function::config_written`], where the function follows the
+/// control bits (ATS/PRI Enable, allocations, PRI Reset) and notices the RW1C bits the guest
+/// cleared (published by the refresh just before the write, clear after it).
 pub trait Function: Send {
     /// A read of `data.len()` bytes at `offset` of BAR `bar` (within the BAR, checked).
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
@@ -67,6 +75,11 @@ pub trait Function: Send {
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]);
     /// Function-level reset: back to power-on register state, jobs abandoned.
     fn reset(&mut self);
+    /// After every guest config write (capability hooks ran), at construction and after
+    /// every reset: follow the control registers.
+    fn config_written(&mut self, _regs: &crate::pci::config::Registers) {}
+    /// Before every guest config read or write: write the status bits the function owns.
+    fn config_refresh(&mut self, _regs: &mut crate::pci::config::Registers) {}
 }
 
 /// The fixed shape of a function: its configuration space and BARs.
@@ -94,7 +107,8 @@ pub struct Endpoint<F: Function> {
 
 impl<F: Function> Endpoint<F> {
     /// An endpoint of shape `layout` around the device model `function` built on `bus`.
-    pub fn new(layout: Layout, bus: Bus, function: F) -> Self {
+    /// The function first sees the power-on registers through [`Function::config_written`].
+    pub fn new(layout: Layout, bus: Bus, mut function: F) -> Self {
         let msix = MsixTable::new(bus.irqs.count() as u16, layout.msix_pba_offset);
         let Layout {
             config,
@@ -102,6 +116,7 @@ impl<F: Function> Endpoint<F> {
             msix_bar,
             ..
         } = layout;
+        function.config_written(config.regs());
         Endpoint {
             config,
             bars,
@@ -148,6 +163,7 @@ impl<F: Function> Endpoint<F> {
         self.after_config_write();
         self.msix.reset();
         self.function.reset();
+        self.function.config_written(self.config.regs());
     }
 }
 
@@ -192,6 +208,7 @@ impl<F: Function> Device for Endpoint<F> {
 
     fn region_read(&mut self, index: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
         if index == CONFIG_REGION {
+            self.function.config_refresh(self.config.regs_mut());
             return self.config.read(offset, data).map_err(|_| Errno::INVAL);
         }
         let bar = self.bar_access(index, offset, data.len())?;
@@ -205,8 +222,10 @@ impl<F: Function> Device for Endpoint<F> {
 
     fn region_write(&mut self, index: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         if index == CONFIG_REGION {
+            self.function.config_refresh(self.config.regs_mut());
             self.config.write(offset, data).map_err(|_| Errno::INVAL)?;
             self.after_config_write();
+            self.function.config_written(self.config.regs());
             return Ok(());
         }
         let bar = self.bar_access(index, offset, data.len())?;
@@ -248,5 +267,118 @@ impl<F: Function> Device for Endpoint<F> {
         self.bus.mem.clear();
         self.bus.irqs.clear();
         self.power_on();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::pci::caps::pri::{PriCapability, PriEngineCapability, PriStatus};
+    use crate::pci::config::Registers;
+    use crate::pci::{BarKind, ConfigBuilder, Identity};
+
+    /// What the test function's hooks saw, in order.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Event {
+        Refresh,
+        Written { control: u16 },
+        Reset,
+    }
+
+    struct Hooked {
+        pri_at: usize,
+        events: Arc<Mutex<Vec<Event>>>,
+    }
+
+    impl Function for Hooked {
+        fn bar_read(&mut self, _: usize, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn bar_write(&mut self, _: usize, _: u64, _: &[u8]) {}
+        fn reset(&mut self) {
+            self.events.lock().unwrap().push(Event::Reset);
+        }
+        fn config_written(&mut self, regs: &Registers) {
+            let control = PriCapability::control(regs, self.pri_at).into_bits();
+            self.events.lock().unwrap().push(Event::Written { control });
+        }
+        fn config_refresh(&mut self, regs: &mut Registers) {
+            let status = PriCapability::status(regs, self.pri_at).with_unexpected_prg_index(true);
+            PriCapability::set_status(regs, self.pri_at, status);
+            self.events.lock().unwrap().push(Event::Refresh);
+        }
+    }
+
+    fn endpoint() -> (Endpoint<Hooked>, usize, Arc<Mutex<Vec<Event>>>) {
+        let id = Identity {
+            vendor_id: 0x5653,
+            device_id: 1,
+            subsystem_vendor_id: 0x5653,
+            subsystem_id: 1,
+            class_code: 0,
+            revision: 0,
+        };
+        let msix = BarSpec {
+            index: 2,
+            size: 4096,
+            kind: BarKind::Memory32,
+            prefetchable: false,
+        };
+        let mut b = ConfigBuilder::new(&id);
+        b.bar(&msix).unwrap();
+        let pri_at = b
+            .ext_capability(&PriEngineCapability { capacity: 4 })
+            .unwrap();
+        let layout = Layout {
+            config: b.build(),
+            bars: vec![msix],
+            msix_bar: 2,
+            msix_pba_offset: 0x800,
+        };
+        let events = Arc::default();
+        let function = Hooked {
+            pri_at,
+            events: Arc::clone(&events),
+        };
+        (Endpoint::new(layout, Bus::new(1), function), pri_at, events)
+    }
+
+    #[test]
+    fn test_config_hooks_run_around_guest_accesses_and_after_power_on() {
+        let (mut ep, pri_at, events) = endpoint();
+        let control = (pri_at + 4) as u64;
+        ep.region_write(CONFIG_REGION, control, &[0x02, 0]).unwrap();
+        let mut status = [0; 2];
+        ep.region_read(CONFIG_REGION, (pri_at + 6) as u64, &mut status)
+            .unwrap();
+        let status = PriStatus::from_bits(u16::from_le_bytes(status));
+        assert!(
+            status.unexpected_prg_index(),
+            "the refresh ran before the read"
+        );
+        ep.reset().unwrap();
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                Event::Written { control: 0 },
+                Event::Refresh,
+                Event::Written { control: 2 },
+                Event::Refresh,
+                Event::Reset,
+                Event::Written { control: 0 },
+            ]
+        );
+    }
+
+    #[test]
+    fn test_config_access_out_of_range_runs_no_written_hook() {
+        let (mut ep, _, events) = endpoint();
+        assert!(ep.region_write(CONFIG_REGION, 4095, &[0, 0]).is_err());
+        assert_eq!(
+            *events.lock().unwrap(),
+            [Event::Written { control: 0 }, Event::Refresh]
+        );
     }
 }
