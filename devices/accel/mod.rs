@@ -1,22 +1,56 @@
-//! accel: the vsvm accelerator, plain form — a guest-physical copy engine with an MSI-X
-//! completion interrupt, on an endpoint that advertises PASID, ATS and PRI.
-//! Register map and PCI identity: devices/accel/README.md.
+//! accel: the vsvm SVM accelerator. Two programming models on one function:
+//! - the plain copy engine (registers 0x000-0x037): one guest-physical copy at a time;
+//! - work queues of 64-byte descriptors (MEMMOVE, FILL, COMPARE, BATCH, NOP) carrying a PASID
+//!   and virtual addresses, translated through ATS with page faults resolved through PRI
+//!   (block-on-fault) or reported (report-fault), completion records written through
+//!   translation, per-PASID enable and drain, and MSI-X completion / error interrupts.
+//!
+//! Register map, descriptor and completion formats: devices/accel/README.md. Files: `regs`
+//! (BAR0 map), `descriptor`, `completion`, `wq` (rings and their engine threads), `dispatch`
+//! (checks, BATCH, completion), `exec` (operations, faults), `svm` (IOMMU connection, address
+//! spaces), `pasid_table`, `drain`, `swerr`, `pcie` (capability controls), `engine` (plain).
 
+mod device;
+mod dispatch;
+mod drain;
+mod exec;
+mod pasid_table;
+mod pcie;
+mod swerr;
+mod wq;
+
+pub mod completion;
+pub mod descriptor;
 pub mod engine;
 pub mod regs;
+pub mod svm;
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread;
 
 use log::warn;
 
 use crate::endpoint::{Bus, Endpoint, Function, Interrupts, Layout};
+use crate::iommu::{DeviceId, HostIommu, IommuError, Pasid};
 use crate::mem::Gpa;
 use crate::pci::caps::ats::AtsCapability;
 use crate::pci::caps::express::ExpressCapability;
 use crate::pci::caps::msix::MsixCapability;
 use crate::pci::caps::pasid::PasidCapability;
 use crate::pci::caps::pri::PriCapability;
+use crate::pci::config::Registers;
 use crate::pci::{BarKind, BarSpec, ConfigBuilder, Identity, LayoutError};
+use device::Core;
+use drain::DrainRequest;
 use engine::{Engine, Job};
-use regs::{offset, Cap, DmaCmd, ACCEL_ID, ACCEL_VERSION};
+use pcie::{CapFollower, CapOffsets};
+use regs::{
+    offset, Cap, DmaCmd, ErrCtl, PasidCtl, Swerr, ACCEL_ID, ACCEL_VERSION, MAX_BATCH, MAX_WQ_SIZE,
+    MAX_XFER, WQ_COUNT,
+};
+use svm::Svm;
+use swerr::Origin;
 
 /// Default PCI vendor ID (not PCI-SIG assigned; see the README).
 pub const VENDOR_ID: u16 = 0x5653;
@@ -39,6 +73,17 @@ pub const PASID_WIDTH: u8 = 20;
 /// Outstanding page request capacity advertised.
 pub const PRI_CAPACITY: u32 = 512;
 
+/// Why an accel function could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AccelError {
+    /// The IOMMU refused to attach the device.
+    #[error("attaching to the IOMMU: {0}")]
+    Attach(#[from] IommuError),
+    /// The configuration space layout does not fit.
+    #[error("configuration space: {0}")]
+    Layout(#[from] LayoutError),
+}
+
 /// The accelerator's register file.
 #[derive(Debug)]
 pub struct Accel {
@@ -48,12 +93,34 @@ pub struct Accel {
     dst: u64,
     len: u32,
     engine: Engine,
+    core: Arc<Core>,
+    drains: Sender<DrainRequest>,
+    pasid_sel: u32,
+    caps: CapFollower,
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("spawning an accel thread");
 }
 
 impl Accel {
-    /// An accelerator whose engine works on `bus`.
-    pub fn new(bus: Bus) -> Self {
+    /// An accelerator on `bus` whose capabilities sit at `caps`, behind `svm` if any. Starts
+    /// the plain engine, one engine per work queue and the drainer.
+    pub fn new(bus: Bus, caps: CapOffsets, svm: Option<Svm>) -> Self {
         let irqs = bus.irqs.clone();
+        let core = Arc::new(Core::new(bus.clone(), svm, WQ_COUNT));
+        for index in 0..WQ_COUNT {
+            let core = core.clone();
+            spawn(format!("accel-wq{index}"), move || wq::run(core, index));
+        }
+        let (drains, requests) = mpsc::channel();
+        let drainer_core = core.clone();
+        spawn("accel-drain".into(), move || {
+            drain::run(drainer_core, requests)
+        });
         Accel {
             scratch: 0,
             irqs,
@@ -61,15 +128,79 @@ impl Accel {
             dst: 0,
             len: 0,
             engine: Engine::start(bus),
+            core,
+            drains,
+            pasid_sel: 0,
+            caps: CapFollower::new(caps),
+        }
+    }
+
+    /// The IOMMU connection (ATS, PRI, requester ID), when the device has one.
+    pub fn svm(&self) -> Option<&Svm> {
+        self.core.svm.as_ref()
+    }
+
+    /// Number of PASIDs enabled through PASID_CTL.
+    pub fn enabled_pasids(&self) -> u32 {
+        self.core.pasids.enabled_count()
+    }
+
+    fn cap(&self) -> Cap {
+        Cap::new()
+            .with_plain_dma(true)
+            .with_work_queues(true)
+            .with_svm(self.core.svm.is_some())
+            .with_wq_count(WQ_COUNT as u8)
+    }
+
+    /// The work queue whose register block holds `at`, and the offset in the block.
+    fn wq_register(&self, at: u64) -> Option<(&wq::WorkQueue, u64)> {
+        let rel = at.checked_sub(offset::WQ_BLOCKS)?;
+        let index = usize::try_from(rel / offset::WQ_STRIDE).ok()?;
+        Some((self.core.wqs.get(index)?, rel % offset::WQ_STRIDE))
+    }
+
+    fn pasid_ctl(&self) -> PasidCtl {
+        let Some(pasid) = Pasid::new(self.pasid_sel) else {
+            return PasidCtl::new();
+        };
+        PasidCtl::new()
+            .with_enable(self.core.pasids.is_enabled(pasid))
+            .with_draining(self.core.pasids.is_draining(pasid))
+    }
+
+    /// PASID_CTL write: enable at once; a disable marks the PASID and leaves the drain to the
+    /// drainer (it waits for engines, which this thread must never do).
+    fn write_pasid_ctl(&self, ctl: PasidCtl) {
+        let Some(pasid) = Pasid::new(self.pasid_sel).filter(|_| self.core.svm.is_some()) else {
+            warn!(
+                "accel: PASID_CTL for PASID_SEL 0x{:x} ignored",
+                self.pasid_sel
+            );
+            return;
+        };
+        let core = &self.core;
+        if ctl.enable() {
+            if !core.pasids.enable(pasid) {
+                warn!("accel: PASID {pasid} enabled while it drains: ignored");
+            }
+            return;
+        }
+        let generation = core.generation();
+        if core.pasids.begin_drain(pasid, generation, || core.marks())
+            && self.drains.send((pasid, generation)).is_err()
+        {
+            warn!("accel: drainer gone; PASID {pasid} stays draining");
         }
     }
 
     fn read_dword(&self, at: u64) -> u32 {
         let shared = self.engine.shared();
+        let swerr = || self.core.errors.read();
         match at {
             offset::ID => ACCEL_ID,
             offset::VERSION => ACCEL_VERSION,
-            offset::CAP => Cap::new().with_plain_dma(true).into_bits(),
+            offset::CAP => self.cap().into_bits(),
             offset::DMA_SRC => self.src as u32,
             o if o == offset::DMA_SRC + 4 => (self.src >> 32) as u32,
             offset::DMA_DST => self.dst as u32,
@@ -78,7 +209,17 @@ impl Accel {
             offset::DMA_STATUS => shared.status().into_bits(),
             offset::DMA_DONE => shared.done(),
             offset::SCRATCH => self.scratch,
-            _ => 0,
+            offset::SWERR => swerr().0.into_bits() as u32,
+            o if o == offset::SWERR + 4 => (swerr().0.into_bits() >> 32) as u32,
+            offset::SWERR_ADDR => swerr().1 as u32,
+            o if o == offset::SWERR_ADDR + 4 => (swerr().1 >> 32) as u32,
+            offset::ERRCTL => self.core.errors.ctl().into_bits(),
+            offset::PASID_SEL => self.pasid_sel,
+            offset::PASID_CTL => self.pasid_ctl().into_bits(),
+            offset::MAX_XFER => MAX_XFER,
+            offset::MAX_BATCH => MAX_BATCH,
+            offset::MAX_WQ_SIZE => MAX_WQ_SIZE,
+            o => self.wq_register(o).map_or(0, |(wq, reg)| wq.read(reg)),
         }
     }
 
@@ -96,7 +237,22 @@ impl Accel {
                 self.irqs.trigger(value);
             }
             offset::SCRATCH => self.scratch = value,
-            _ => {}
+            offset::SWERR => self.core.errors.write(Swerr::from_bits(value.into())),
+            offset::ERRCTL => self.core.errors.set_ctl(ErrCtl::from_bits(value)),
+            offset::PASID_SEL => self.pasid_sel = value,
+            offset::PASID_CTL => self.write_pasid_ctl(PasidCtl::from_bits(value)),
+            o => {
+                let Some((wq, reg)) = self.wq_register(o) else {
+                    return;
+                };
+                if let Some((code, index, addr)) = wq.write(reg, value) {
+                    let origin = Origin {
+                        slot: Some((wq.index(), index)),
+                        batch_index: None,
+                    };
+                    self.core.errors.report(code, origin, addr);
+                }
+            }
         }
     }
 
@@ -112,6 +268,30 @@ impl Accel {
         };
         if !self.engine.submit(job) {
             warn!("DMA_CMD START while a job runs: ignored");
+        }
+    }
+
+    /// Stops every queue's work: jobs of the old generation publish nothing, page requests
+    /// waited on are abandoned.
+    fn stop_work(&self) {
+        let core = &self.core;
+        core.bump_generation();
+        for wq in &core.wqs {
+            wq.reset();
+        }
+        core.pasids.clear();
+        if let Some(svm) = &core.svm {
+            svm.pri().reset();
+        }
+        core.notify_progress();
+    }
+}
+
+impl Drop for Accel {
+    fn drop(&mut self) {
+        self.stop_work();
+        for wq in &self.core.wqs {
+            wq.stop();
         }
     }
 }
@@ -151,7 +331,18 @@ impl Function for Accel {
         self.src = 0;
         self.dst = 0;
         self.len = 0;
+        self.pasid_sel = 0;
         self.engine.reset();
+        self.stop_work();
+        self.core.errors.reset();
+    }
+
+    fn config_written(&mut self, regs: &Registers) {
+        self.caps.written(&self.core, regs);
+    }
+
+    fn config_refresh(&mut self, regs: &mut Registers) {
+        self.caps.refresh(&self.core, regs);
     }
 }
 
@@ -167,8 +358,8 @@ pub fn identity(vendor_id: u16, device_id: u16) -> Identity {
     }
 }
 
-/// Builds a served accel function with the given PCI IDs.
-pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, LayoutError> {
+/// Configuration space and BARs of an accel function, and where its extended capabilities went.
+fn layout(vendor_id: u16, device_id: u16) -> Result<(Layout, CapOffsets), LayoutError> {
     let bars = vec![
         BarSpec {
             index: REGS_BAR,
@@ -195,18 +386,44 @@ pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, Layou
         pba_bar: MSIX_BAR as u8,
         pba_offset: MSIX_PBA_OFFSET,
     })?;
-    b.ext_capability(&AtsCapability)?;
-    b.ext_capability(&PriCapability {
-        capacity: PRI_CAPACITY,
-    })?;
-    b.ext_capability(&PasidCapability { width: PASID_WIDTH })?;
+    let caps = CapOffsets {
+        ats: b.ext_capability(&AtsCapability)?,
+        pri: b.ext_capability(&PriCapability {
+            capacity: PRI_CAPACITY,
+        })?,
+        pasid: b.ext_capability(&PasidCapability { width: PASID_WIDTH })?,
+    };
     let layout = Layout {
         config: b.build(),
         bars,
         msix_bar: MSIX_BAR,
         msix_pba_offset: MSIX_PBA_OFFSET.into(),
     };
+    Ok((layout, caps))
+}
+
+/// Builds a served accel function with the given PCI IDs, without an IOMMU: descriptors
+/// address guest-physical memory, PASID-tagged ones fail (CAP.SVM clear).
+pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, LayoutError> {
+    let (layout, caps) = layout(vendor_id, device_id)?;
     let bus = Bus::new(MSIX_VECTORS.into());
-    let accel = Accel::new(bus.clone());
+    let accel = Accel::new(bus.clone(), caps, None);
+    Ok(Endpoint::new(layout, bus, accel))
+}
+
+/// Builds a served accel function behind `iommu`, attached as requester `id`: untagged
+/// descriptors address IOVAs, PASID-tagged ones the PASID's address space, all translated
+/// through ATS (an ATC), with page faults resolved through PRI. The IOMMU reaches the device's
+/// ATC and PRI through the port given to `attach`; dropping the endpoint detaches it.
+pub fn endpoint_svm(
+    vendor_id: u16,
+    device_id: u16,
+    iommu: Arc<dyn HostIommu>,
+    id: DeviceId,
+) -> Result<Endpoint<Accel>, AccelError> {
+    let (layout, caps) = layout(vendor_id, device_id)?;
+    let svm = Svm::attach(id, iommu, PRI_CAPACITY)?;
+    let bus = Bus::new(MSIX_VECTORS.into());
+    let accel = Accel::new(bus.clone(), caps, Some(svm));
     Ok(Endpoint::new(layout, bus, accel))
 }

@@ -1,0 +1,138 @@
+//! accel software error reporting: the SWERR record (the first error the device could not
+//! report in a completion record, with an overflow flag, as Intel DSA's SWERROR register,
+//! DSA spec §9.2.15) and the error interrupt (ERRCTL).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use log::debug;
+
+use super::completion::Status;
+use super::regs::{ErrCtl, Swerr};
+use crate::endpoint::Interrupts;
+
+/// Where an error happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Work queue and ring slot, when a descriptor is concerned.
+    pub slot: Option<(u8, u16)>,
+    /// Index in a batch, when a batch's descriptor is concerned.
+    pub batch_index: Option<u16>,
+}
+
+/// The SWERR record and the error interrupt.
+#[derive(Debug)]
+pub struct ErrorLog {
+    record: Mutex<(Swerr, u64)>,
+    ctl: AtomicU32,
+    irqs: Interrupts,
+}
+
+impl ErrorLog {
+    /// No error recorded, interrupt off.
+    pub fn new(irqs: Interrupts) -> Self {
+        ErrorLog {
+            record: Mutex::new((Swerr::new(), 0)),
+            ctl: AtomicU32::new(0),
+            irqs,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Swerr, u64)> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `code` (or only OVERFLOW when a record is pending) and raises the error
+    /// interrupt.
+    pub fn report(&self, code: Status, origin: Origin, addr: u64) {
+        debug!("accel software error {code:?} at {origin:?}, address 0x{addr:x}");
+        {
+            let mut record = self.lock();
+            if record.0.valid() {
+                record.0.set_overflow(true);
+            } else {
+                let (wq, index) = origin.slot.unwrap_or_default();
+                record.0 = Swerr::new()
+                    .with_valid(true)
+                    .with_code(code.code())
+                    .with_wq_valid(origin.slot.is_some())
+                    .with_wq(wq)
+                    .with_desc_index(index)
+                    .with_batch(origin.batch_index.is_some())
+                    .with_batch_index(origin.batch_index.unwrap_or_default());
+                record.1 = addr;
+            }
+        }
+        self.interrupt();
+    }
+
+    /// Raises the error vector if ERRCTL enables it.
+    pub fn interrupt(&self) {
+        let ctl = self.ctl();
+        if ctl.irq_enable() {
+            self.irqs.trigger(ctl.vector().into());
+        }
+    }
+
+    /// SWERR and SWERR_ADDR.
+    pub fn read(&self) -> (Swerr, u64) {
+        *self.lock()
+    }
+
+    /// A write to SWERR: 1 in VALID clears the record.
+    pub fn write(&self, w1c: Swerr) {
+        if w1c.valid() {
+            *self.lock() = (Swerr::new(), 0);
+        }
+    }
+
+    /// ERRCTL.
+    pub fn ctl(&self) -> ErrCtl {
+        ErrCtl::from_bits(self.ctl.load(Ordering::Acquire))
+    }
+
+    /// Writes ERRCTL.
+    pub fn set_ctl(&self, ctl: ErrCtl) {
+        self.ctl.store(ctl.into_bits(), Ordering::Release);
+    }
+
+    /// Power-on state.
+    pub fn reset(&self) {
+        *self.lock() = (Swerr::new(), 0);
+        self.ctl.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_report_keeps_the_first_error_and_flags_overflow() {
+        let log = ErrorLog::new(Interrupts::new(4));
+        let origin = Origin {
+            slot: Some((1, 5)),
+            batch_index: Some(2),
+        };
+        log.report(Status::BadCompletionAddr, origin, 0x1004);
+        log.report(Status::RingReadFault, Origin::default(), 0x2000);
+        let (swerr, addr) = log.read();
+        assert!(swerr.valid() && swerr.overflow() && swerr.wq_valid() && swerr.batch());
+        assert_eq!(swerr.code(), Status::BadCompletionAddr.code());
+        assert_eq!(
+            (swerr.wq(), swerr.desc_index(), swerr.batch_index()),
+            (1, 5, 2)
+        );
+        assert_eq!(addr, 0x1004);
+        log.write(Swerr::new().with_valid(true));
+        assert_eq!(log.read(), (Swerr::new(), 0));
+    }
+
+    #[test]
+    fn test_write_without_valid_keeps_the_record() {
+        let log = ErrorLog::new(Interrupts::new(4));
+        log.report(Status::BadTail, Origin::default(), 9);
+        log.write(Swerr::new().with_overflow(true));
+        assert!(log.read().0.valid());
+    }
+}
