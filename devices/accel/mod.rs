@@ -38,7 +38,7 @@ use crate::pci::caps::ats::AtsCapability;
 use crate::pci::caps::express::ExpressCapability;
 use crate::pci::caps::msix::MsixCapability;
 use crate::pci::caps::pasid::PasidCapability;
-use crate::pci::caps::pri::PriCapability;
+use crate::pci::caps::pri::{PriCapability, PriEngineCapability};
 use crate::pci::config::Registers;
 use crate::pci::{BarKind, BarSpec, ConfigBuilder, Identity, LayoutError};
 use device::Core;
@@ -335,6 +335,7 @@ impl Function for Accel {
         self.engine.reset();
         self.stop_work();
         self.core.errors.reset();
+        self.caps.reset(&self.core);
     }
 
     fn config_written(&mut self, regs: &Registers) {
@@ -359,7 +360,8 @@ pub fn identity(vendor_id: u16, device_id: u16) -> Identity {
 }
 
 /// Configuration space and BARs of an accel function, and where its extended capabilities went.
-fn layout(vendor_id: u16, device_id: u16) -> Result<(Layout, CapOffsets), LayoutError> {
+/// With `svm`, the PRI engine owns PRI Status and Reset.
+fn layout(vendor_id: u16, device_id: u16, svm: bool) -> Result<(Layout, CapOffsets), LayoutError> {
     let bars = vec![
         BarSpec {
             index: REGS_BAR,
@@ -388,9 +390,15 @@ fn layout(vendor_id: u16, device_id: u16) -> Result<(Layout, CapOffsets), Layout
     })?;
     let caps = CapOffsets {
         ats: b.ext_capability(&AtsCapability)?,
-        pri: b.ext_capability(&PriCapability {
-            capacity: PRI_CAPACITY,
-        })?,
+        pri: if svm {
+            b.ext_capability(&PriEngineCapability {
+                capacity: PRI_CAPACITY,
+            })?
+        } else {
+            b.ext_capability(&PriCapability {
+                capacity: PRI_CAPACITY,
+            })?
+        },
         pasid: b.ext_capability(&PasidCapability { width: PASID_WIDTH })?,
     };
     let layout = Layout {
@@ -405,7 +413,7 @@ fn layout(vendor_id: u16, device_id: u16) -> Result<(Layout, CapOffsets), Layout
 /// Builds a served accel function with the given PCI IDs, without an IOMMU: descriptors
 /// address guest-physical memory, PASID-tagged ones fail (CAP.SVM clear).
 pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, LayoutError> {
-    let (layout, caps) = layout(vendor_id, device_id)?;
+    let (layout, caps) = layout(vendor_id, device_id, false)?;
     let bus = Bus::new(MSIX_VECTORS.into());
     let accel = Accel::new(bus.clone(), caps, None);
     Ok(Endpoint::new(layout, bus, accel))
@@ -421,7 +429,7 @@ pub fn endpoint_svm(
     iommu: Arc<dyn HostIommu>,
     id: DeviceId,
 ) -> Result<Endpoint<Accel>, AccelError> {
-    let (layout, caps) = layout(vendor_id, device_id)?;
+    let (layout, caps) = layout(vendor_id, device_id, true)?;
     let svm = Svm::attach(id, iommu, PRI_CAPACITY)?;
     let bus = Bus::new(MSIX_VECTORS.into());
     let accel = Accel::new(bus.clone(), caps, Some(svm));
