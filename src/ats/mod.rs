@@ -163,17 +163,13 @@ impl Ats {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
-    use std::sync::Mutex;
     use std::thread;
     use std::time::Duration;
 
     use super::*;
-    use crate::iommu::{
-        BindTarget, CacheInvalidate, DeviceEndpoint, FaultHandler, PageRequest, PageResponse,
-        Perms, Result as IommuResult,
-    };
+    use crate::iommu::fake::FakeIommu;
+    use crate::iommu::Perms;
 
     const DEV: DeviceId = DeviceId(0x0100);
     const RO: Perms = Perms {
@@ -191,93 +187,6 @@ mod tests {
 
     fn pasid(raw: u32) -> Option<Pasid> {
         Pasid::new(raw)
-    }
-
-    /// One programmed mapping: `size` bytes at `base` of `pasid` to `output`.
-    #[derive(Clone, Copy, Debug)]
-    struct Mapping {
-        pasid: Option<Pasid>,
-        base: u64,
-        size: u64,
-        output: u64,
-        perms: Perms,
-    }
-
-    /// An IOMMU translating from a programmable list and counting Translation Requests.
-    #[derive(Default)]
-    struct FakeIommu {
-        maps: Mutex<Vec<Mapping>>,
-        translations: AtomicUsize,
-    }
-
-    impl FakeIommu {
-        fn map(&self, pasid: Option<Pasid>, base: u64, size: u64, output: u64, perms: Perms) {
-            let mut maps = self.maps.lock().unwrap();
-            maps.retain(|m| !(m.pasid == pasid && m.base == base));
-            maps.push(Mapping {
-                pasid,
-                base,
-                size,
-                output,
-                perms,
-            });
-        }
-
-        fn unmap_all(&self) {
-            self.maps.lock().unwrap().clear();
-        }
-
-        fn calls(&self) -> usize {
-            self.translations.load(Ordering::SeqCst)
-        }
-    }
-
-    impl HostIommu for FakeIommu {
-        fn attach(&self, _: DeviceId, _: Arc<dyn DeviceEndpoint>) -> IommuResult<()> {
-            Ok(())
-        }
-        fn detach(&self, _: DeviceId) -> IommuResult<()> {
-            Ok(())
-        }
-        fn bind(&self, _: DeviceId, _: Pasid, _: BindTarget) -> IommuResult<()> {
-            Ok(())
-        }
-        fn unbind(&self, _: DeviceId, _: Pasid) -> IommuResult<()> {
-            Ok(())
-        }
-        fn cache_invalidate(&self, _: DeviceId, _: CacheInvalidate) -> IommuResult<()> {
-            Ok(())
-        }
-        fn page_response(&self, _: PageResponse) -> IommuResult<()> {
-            Ok(())
-        }
-        fn register_fault_handler(&self, _: DeviceId, _: Arc<dyn FaultHandler>) -> IommuResult<()> {
-            Ok(())
-        }
-        fn unregister_fault_handler(&self, _: DeviceId) -> IommuResult<()> {
-            Ok(())
-        }
-        fn translate(
-            &self,
-            _: DeviceId,
-            pasid: Option<Pasid>,
-            addr: u64,
-            access: Access,
-        ) -> std::result::Result<IoTranslation, TranslateFailure> {
-            self.translations.fetch_add(1, Ordering::SeqCst);
-            let maps = self.maps.lock().unwrap();
-            let m = maps
-                .iter()
-                .find(|m| m.pasid == pasid && m.base <= addr && addr - m.base < m.size)
-                .filter(|m| m.perms.allow(access))
-                .ok_or(TranslateFailure::NotPresent)?;
-            Ok(IoTranslation {
-                output: m.output + (addr - m.base),
-                page_size: m.size,
-                perms: m.perms,
-            })
-        }
-        fn page_request(&self, _: PageRequest) {}
     }
 
     fn ats(mode: AtsMode) -> (Arc<FakeIommu>, Ats) {

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod bind;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod fault;
 pub mod invalidate;
 pub mod reporter;

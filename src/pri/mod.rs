@@ -503,76 +503,12 @@ mod tests {
     use std::thread;
 
     use super::*;
-    use crate::iommu::{
-        BindTarget, CacheInvalidate, DeviceEndpoint, FaultHandler, IoTranslation,
-        Result as IommuResult, TranslateFailure,
-    };
+    pub(super) use crate::iommu::fake::FakeIommu;
 
     pub(super) const DEV: DeviceId = DeviceId(0x0100);
     /// Long enough for a blocked thread to have blocked; only ever waited on negative outcomes.
     const SETTLE: Duration = Duration::from_millis(50);
     const LONG: Duration = Duration::from_secs(10);
-
-    type Responder = Box<dyn Fn(&PageRequest) + Send + Sync>;
-
-    /// An IOMMU recording the page requests it receives, optionally answering them at once.
-    #[derive(Default)]
-    pub(super) struct FakeIommu {
-        requests: Mutex<Vec<PageRequest>>,
-        responder: Mutex<Option<Responder>>,
-    }
-
-    impl FakeIommu {
-        pub(super) fn requests(&self) -> Vec<PageRequest> {
-            self.requests.lock().unwrap().clone()
-        }
-
-        fn last(&self) -> PageRequest {
-            *self.requests.lock().unwrap().last().unwrap()
-        }
-    }
-
-    impl HostIommu for FakeIommu {
-        fn attach(&self, _: DeviceId, _: Arc<dyn DeviceEndpoint>) -> IommuResult<()> {
-            Ok(())
-        }
-        fn detach(&self, _: DeviceId) -> IommuResult<()> {
-            Ok(())
-        }
-        fn bind(&self, _: DeviceId, _: Pasid, _: BindTarget) -> IommuResult<()> {
-            Ok(())
-        }
-        fn unbind(&self, _: DeviceId, _: Pasid) -> IommuResult<()> {
-            Ok(())
-        }
-        fn cache_invalidate(&self, _: DeviceId, _: CacheInvalidate) -> IommuResult<()> {
-            Ok(())
-        }
-        fn page_response(&self, _: PageResponse) -> IommuResult<()> {
-            Ok(())
-        }
-        fn register_fault_handler(&self, _: DeviceId, _: Arc<dyn FaultHandler>) -> IommuResult<()> {
-            Ok(())
-        }
-        fn unregister_fault_handler(&self, _: DeviceId) -> IommuResult<()> {
-            Ok(())
-        }
-        fn translate(
-            &self,
-            _: DeviceId,
-            _: Option<Pasid>,
-            _: u64,
-            _: Access,
-        ) -> std::result::Result<IoTranslation, TranslateFailure> {
-            Err(TranslateFailure::NotPresent)
-        }
-        fn page_request(&self, req: PageRequest) {
-            self.requests.lock().unwrap().push(req);
-            if let Some(respond) = &*self.responder.lock().unwrap() {
-                respond(&req);
-            }
-        }
-    }
 
     pub(super) fn pri(allocation: u32) -> (Arc<FakeIommu>, Arc<Pri>) {
         let iommu = Arc::new(FakeIommu::default());
