@@ -249,11 +249,21 @@ impl AccelDriver {
 
     /// Writes `descs` into queue `wq`'s ring and rings the doorbell.
     pub fn submit(&mut self, wq: usize, descs: &[Descriptor]) {
+        self.write_descriptors(wq, descs);
+        self.doorbell(wq);
+    }
+
+    /// Writes `descs` into queue `wq`'s ring from the tail on, without telling the device.
+    pub fn write_descriptors(&mut self, wq: usize, descs: &[Descriptor]) {
         for d in descs {
             let slot = self.ring(wq) + u64::from(self.tails[wq]) * DESCRIPTOR_SIZE;
             self.ram.write_all_at(d.as_bytes(), slot).unwrap();
             self.tails[wq] = (self.tails[wq] + 1) % RING_SIZE;
         }
+    }
+
+    /// Writes queue `wq`'s TAIL: the device runs what was written up to it.
+    pub fn doorbell(&mut self, wq: usize) {
         let tail = self.tails[wq];
         self.write32(Self::wq_reg(wq, wq_offset::TAIL), tail);
     }
