@@ -1,6 +1,7 @@
 //! SVM costs, measured side by side in one run: the accelerator's memmove through ATS (warm
-//! ATC) against host memcpy of the same sizes; the in-process page-request round trip (device
-//! PRI → VT-d model → fault handler → page response → device); server memory per bound PASID.
+//! ATC) and the real VT-d model against host memcpy of the same sizes, with a breakdown of where
+//! the device's time goes; the in-process page-request round trip (device PRI → VT-d model →
+//! fault handler → page response → device); server memory per bound PASID.
 //! Targets (issue 4): memmove >= 70 % of memcpy from 64 KiB up; 100,000 bound PASIDs < 64 MiB.
 //!
 //! `cargo bench --bench svm` runs it in full; without `--bench` (as `cargo test --all-targets`
@@ -10,8 +11,14 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/ram.rs"]
-mod ram;
+#[path = "../tests/common/accel.rs"]
+mod accel_driver;
+#[path = "../tests/common_vtd/mod.rs"]
+mod common_vtd;
+#[path = "svm/memmove.rs"]
+mod memmove;
+
+use common_vtd::ram;
 
 use vsvm::iommu::{
     Access, BindTarget, DeviceEndpoint, DeviceId, FaultHandler, FirstStageFlags, Granularity,
@@ -26,22 +33,50 @@ const DEV: DeviceId = DeviceId(0x0018);
 /// How much work each part does.
 #[derive(Clone, Copy)]
 struct Scale {
+    /// Transfer sizes of the memmove comparison.
+    sizes: &'static [u64],
+    /// Bytes each memmove measurement moves in total (at least [`MIN_ROUNDS`] full queues).
+    bytes_per_point: u64,
+    /// Interleaved trials per throughput point (the median is printed).
+    trials: usize,
+    /// Single-job latency samples per size.
+    latency_samples: usize,
     round_trips: usize,
     bound_pasids: u32,
 }
 
 const FULL: Scale = Scale {
+    sizes: &[4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20],
+    bytes_per_point: 1 << 30,
+    trials: 5,
+    latency_samples: 2000,
     round_trips: 20_000,
     bound_pasids: 100_000,
 };
 const SMOKE: Scale = Scale {
+    sizes: &[4 << 10],
+    bytes_per_point: 0,
+    trials: 1,
+    latency_samples: 2,
     round_trips: 10,
     bound_pasids: 100,
 };
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    // `svm --profile SIZE [2m|contiguous]`: only the accelerator's throughput at SIZE bytes (0:
+    // NOPs), for a few seconds, to run under `perf record`.
+    if let Some(at) = args.iter().position(|a| a == "--profile") {
+        let size = args
+            .get(at + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64 << 10);
+        return memmove::profile(size, args.get(at + 2).map(String::as_str));
+    }
+    let full = args.iter().any(|a| a == "--bench");
     let scale = if full { FULL } else { SMOKE };
+    println!("== accelerator MEMMOVE (PASID, warm ATC, PhysicalIommu) vs host memcpy ==");
+    memmove::compare(scale);
     println!("== page-request round trip (in-process) ==");
     page_request_round_trip(scale);
     println!("== server memory per bound PASID ==");

@@ -6,33 +6,27 @@
 mod common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use zerocopy::{FromBytes, IntoBytes};
 
+use common::accel::{pattern, AccelDriver, RING_SIZE, TIMEOUT, VECTOR_ERR, VECTOR_WQ};
 use vsvm::devices::accel::completion::{CompletionRecord, Status};
-use vsvm::devices::accel::descriptor::{DescControl, Descriptor, DESCRIPTOR_SIZE};
-use vsvm::devices::accel::regs::{
-    offset, wq_offset, Cap, ErrCtl, PasidCtl, Swerr, WqCtrl, WqStatus, ACCEL_ID, MAX_XFER,
-};
+use vsvm::devices::accel::descriptor::{DescControl, Descriptor};
+use vsvm::devices::accel::regs::{offset, wq_offset, Cap, PasidCtl, WqCtrl, ACCEL_ID, MAX_XFER};
 use vsvm::devices::accel::{self, Accel};
-use vsvm::endpoint::{Endpoint, CONFIG_REGION, MSIX_IRQ_INDEX};
+use vsvm::endpoint::Endpoint;
 use vsvm::iommu::{
     Access, BindTarget, CacheInvalidate, CacheType, DeviceEndpoint, DeviceId, FaultHandler,
     Granularity, HostIommu, IoTranslation, IommuError, PageRequest, PageResponse, PageResponseCode,
     Pasid, Perms, TranslateFailure, UnrecoverableReason,
 };
-use vsvm::pci::caps::ats::EXT_CAP_ID_ATS;
-use vsvm::pci::caps::pasid::EXT_CAP_ID_PASID;
 use vsvm::pci::caps::pri::EXT_CAP_ID_PRI;
-use vsvm::vfio_user::{Device, DmaMapRequest, IrqAction, IrqData, IrqSetRequest};
+use vsvm::vfio_user::Device;
 
 const PAGE: u64 = 4096;
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
 // A fake host IOMMU: untagged requests are identity-mapped; PASID p maps VA to VA + offset(p),
@@ -214,14 +208,13 @@ impl HostIommu for FakeIommu {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A test driver: guest RAM, BAR0 and config-space access, rings, records and interrupts.
+// A test rig: the shared register-level driver (tests/common/accel.rs) plus what knows the fake
+// IOMMU's address spaces — which GPA a PASID's VA is, and where completion records go.
 // ---------------------------------------------------------------------------------------------
 
 const RAM_SIZE: u64 = 16 << 20;
 /// Rings (untagged space = GPA here): WQ n at RING + n * RING_BYTES.
 const RING: u64 = 0x1000;
-const RING_SIZE: u32 = 64;
-const RING_BYTES: u64 = RING_SIZE as u64 * DESCRIPTOR_SIZE;
 /// Process address spaces: PASID_A's VA window maps to GPA 4 MiB, PASID_B's to GPA 10 MiB.
 const VA: u64 = 0x7f00_1234_0000;
 const PASID_A: u32 = 5;
@@ -230,80 +223,36 @@ const GPA_A: u64 = 4 << 20;
 const GPA_B: u64 = 10 << 20;
 /// Completion records inside each VA window (one per slot, 32 bytes apart).
 const RECORDS: u64 = VA + 0x5f_0000;
-const VECTOR_WQ: u8 = 1;
-const VECTOR_ERR: u8 = 3;
 const DEVICE: DeviceId = DeviceId(0x0100);
 
 struct Rig {
-    ep: Endpoint<Accel>,
-    ram: File,
+    drv: AccelDriver,
     iommu: Option<Arc<FakeIommu>>,
-    vectors: Vec<OwnedFd>,
-    tails: [u32; 2],
     next_record: u64,
 }
 
-fn ext_cap(ep: &mut Endpoint<Accel>, id: u16) -> u64 {
-    let mut at = 0x100;
-    loop {
-        let mut header = [0; 4];
-        ep.region_read(CONFIG_REGION, at, &mut header).unwrap();
-        let header = u32::from_le_bytes(header);
-        if header as u16 == id {
-            return at;
-        }
-        at = u64::from(header >> 20);
-        assert_ne!(at, 0, "capability 0x{id:x} not found");
+impl Deref for Rig {
+    type Target = AccelDriver;
+
+    fn deref(&self) -> &AccelDriver {
+        &self.drv
+    }
+}
+
+impl DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut AccelDriver {
+        &mut self.drv
     }
 }
 
 impl Rig {
     fn build(ep: Endpoint<Accel>, iommu: Option<Arc<FakeIommu>>) -> Self {
         let ram = common::ram::sealed_memfd(RAM_SIZE);
-        let mut rig = Rig {
-            ep,
-            ram,
+        Rig {
+            drv: AccelDriver::new(ep, ram, RAM_SIZE, RING),
             iommu,
-            vectors: Vec::new(),
-            tails: [0; 2],
             next_record: 0,
-        };
-        let fd = rig.ram.try_clone().unwrap();
-        let map = DmaMapRequest {
-            address: 0,
-            size: RAM_SIZE,
-            fd_offset: 0,
-            readable: true,
-            writable: true,
-        };
-        rig.ep.dma_map(map, Some(fd.into())).unwrap();
-        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
-        rig.vectors = (0..4)
-            .map(|_| rustix::event::eventfd(0, flags).unwrap())
-            .collect();
-        let fds = rig
-            .vectors
-            .iter()
-            .map(|f| Some(f.try_clone().unwrap()))
-            .collect();
-        rig.ep
-            .set_irqs(IrqSetRequest {
-                index: MSIX_IRQ_INDEX,
-                start: 0,
-                count: 4,
-                action: IrqAction::Trigger,
-                data: IrqData::Eventfds(fds),
-            })
-            .unwrap();
-        rig.cfg_write16(0x04, 0x06); // memory space + bus master
-        rig.write32(
-            offset::ERRCTL,
-            ErrCtl::new()
-                .with_irq_enable(true)
-                .with_vector(VECTOR_ERR)
-                .into_bits(),
-        );
-        rig
+        }
     }
 
     /// An accelerator behind the fake IOMMU with PASID, ATS and PRI enabled as Linux does,
@@ -315,10 +264,7 @@ impl Rig {
         let mut rig = Rig::build(ep, Some(iommu.clone()));
         iommu.map(PASID_A, GPA_A.wrapping_sub(VA));
         iommu.map(PASID_B, GPA_B.wrapping_sub(VA));
-        rig.enable_pasid_cap(true);
-        let ats = ext_cap(&mut rig.ep, EXT_CAP_ID_ATS);
-        rig.cfg_write16(ats + 6, 1 << 15);
-        rig.enable_pri(true);
+        rig.enable_svm_caps();
         rig.pasid_ctl(PASID_A, true);
         rig.pasid_ctl(PASID_B, true);
         rig
@@ -331,90 +277,6 @@ impl Rig {
 
     fn iommu(&self) -> &FakeIommu {
         self.iommu.as_ref().unwrap()
-    }
-
-    fn enable_pasid_cap(&mut self, privileged: bool) {
-        let pasid = ext_cap(&mut self.ep, EXT_CAP_ID_PASID);
-        self.cfg_write16(pasid + 6, 1 | 2 | (u16::from(privileged) << 2));
-    }
-
-    fn enable_pri(&mut self, on: bool) {
-        let pri = ext_cap(&mut self.ep, EXT_CAP_ID_PRI);
-        self.cfg_write32(pri + 0xc, 512);
-        self.cfg_write16(pri + 4, u16::from(on));
-    }
-
-    fn cfg_write16(&mut self, at: u64, v: u16) {
-        self.ep
-            .region_write(CONFIG_REGION, at, &v.to_le_bytes())
-            .unwrap();
-    }
-
-    fn cfg_write32(&mut self, at: u64, v: u32) {
-        self.ep
-            .region_write(CONFIG_REGION, at, &v.to_le_bytes())
-            .unwrap();
-    }
-
-    fn cfg_read16(&mut self, at: u64) -> u16 {
-        let mut b = [0; 2];
-        self.ep.region_read(CONFIG_REGION, at, &mut b).unwrap();
-        u16::from_le_bytes(b)
-    }
-
-    fn write32(&mut self, at: u64, v: u32) {
-        self.ep.region_write(0, at, &v.to_le_bytes()).unwrap();
-    }
-
-    fn write64(&mut self, at: u64, v: u64) {
-        self.ep.region_write(0, at, &v.to_le_bytes()).unwrap();
-    }
-
-    fn read32(&mut self, at: u64) -> u32 {
-        let mut b = [0; 4];
-        self.ep.region_read(0, at, &mut b).unwrap();
-        u32::from_le_bytes(b)
-    }
-
-    fn read64(&mut self, at: u64) -> u64 {
-        let mut b = [0; 8];
-        self.ep.region_read(0, at, &mut b).unwrap();
-        u64::from_le_bytes(b)
-    }
-
-    fn wq_reg(wq: usize, reg: u64) -> u64 {
-        offset::WQ_BLOCKS + wq as u64 * offset::WQ_STRIDE + reg
-    }
-
-    /// Sets up and enables queue `wq` (block-on-fault or report-fault).
-    fn enable_wq(&mut self, wq: usize, block_on_fault: bool) {
-        self.write64(
-            Self::wq_reg(wq, wq_offset::BASE),
-            RING + wq as u64 * RING_BYTES,
-        );
-        self.write32(Self::wq_reg(wq, wq_offset::SIZE), RING_SIZE);
-        let ctrl = WqCtrl::new()
-            .with_enable(true)
-            .with_block_on_fault(block_on_fault)
-            .with_vector(VECTOR_WQ);
-        self.write32(Self::wq_reg(wq, wq_offset::CTRL), ctrl.into_bits());
-        self.tails[wq] = 0;
-        assert!(self.wq_status(wq).enabled());
-    }
-
-    fn wq_status(&mut self, wq: usize) -> WqStatus {
-        WqStatus::from_bits(self.read32(Self::wq_reg(wq, wq_offset::STATUS)))
-    }
-
-    /// Writes `descs` into queue `wq`'s ring and rings the doorbell.
-    fn submit(&mut self, wq: usize, descs: &[Descriptor]) {
-        for d in descs {
-            let slot = RING + wq as u64 * RING_BYTES + u64::from(self.tails[wq]) * DESCRIPTOR_SIZE;
-            self.ram.write_all_at(d.as_bytes(), slot).unwrap();
-            self.tails[wq] = (self.tails[wq] + 1) % RING_SIZE;
-        }
-        let tail = self.tails[wq];
-        self.write32(Self::wq_reg(wq, wq_offset::TAIL), tail);
     }
 
     /// A fresh zeroed completion record address in `pasid`'s window (VA) — or, for `None`, a
@@ -436,107 +298,13 @@ impl Rig {
         }
     }
 
-    fn ram_write(&self, gpa: u64, data: &[u8]) {
-        self.ram.write_all_at(data, gpa).unwrap();
-    }
-
-    fn ram_read(&self, gpa: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0; len];
-        self.ram.read_exact_at(&mut out, gpa).unwrap();
-        out
-    }
-
     fn read_record(&self, pasid: Option<u32>, addr: u64) -> CompletionRecord {
-        let bytes = self.ram_read(self.gpa(pasid, addr), 32);
-        CompletionRecord::read_from_bytes(&bytes).unwrap()
+        self.read_record_at(self.gpa(pasid, addr))
     }
 
     /// Waits for the record at `addr` to get a status.
     fn wait_record(&self, pasid: Option<u32>, addr: u64) -> CompletionRecord {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let r = self.read_record(pasid, addr);
-            if r.status != 0 {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no completion record at 0x{addr:x}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits until queue `wq` consumed everything and is not busy.
-    fn wait_idle(&mut self, wq: usize) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let head = self.read32(Self::wq_reg(wq, wq_offset::HEAD));
-            if head == self.tails[wq] && !self.wq_status(wq).busy() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "queue {wq} never went idle");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Interrupts on `vector` since the last call.
-    fn irqs(&self, vector: u8) -> u64 {
-        let mut b = [0u8; 8];
-        match rustix::io::read(&self.vectors[usize::from(vector)], &mut b) {
-            Ok(_) => u64::from_le_bytes(b),
-            Err(_) => 0,
-        }
-    }
-
-    fn wait_irq(&self, vector: u8) -> u64 {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let n = self.irqs(vector);
-            if n > 0 {
-                return n;
-            }
-            assert!(Instant::now() < deadline, "no interrupt on vector {vector}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn pasid_ctl(&mut self, pasid: u32, enable: bool) {
-        self.write32(offset::PASID_SEL, pasid);
-        self.write32(
-            offset::PASID_CTL,
-            PasidCtl::new().with_enable(enable).into_bits(),
-        );
-    }
-
-    fn read_pasid_ctl(&mut self, pasid: u32) -> PasidCtl {
-        self.write32(offset::PASID_SEL, pasid);
-        PasidCtl::from_bits(self.read32(offset::PASID_CTL))
-    }
-
-    fn swerr(&mut self) -> (Swerr, u64) {
-        (
-            Swerr::from_bits(self.read64(offset::SWERR)),
-            self.read64(offset::SWERR_ADDR),
-        )
-    }
-
-    fn clear_swerr(&mut self) {
-        self.write64(offset::SWERR, Swerr::new().with_valid(true).into_bits());
-    }
-
-    /// Waits for a software error and clears it.
-    fn wait_swerr(&mut self) -> (Swerr, u64) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let (swerr, addr) = self.swerr();
-            if swerr.valid() {
-                self.clear_swerr();
-                return (swerr, addr);
-            }
-            assert!(Instant::now() < deadline, "no software error");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_record_at(self.gpa(pasid, addr))
     }
 
     /// Runs one descriptor with a completion record on `wq` and returns the record.
@@ -555,12 +323,6 @@ impl Rig {
         let r = self.run(wq, pasid, Descriptor::nop());
         assert_eq!(r.status(), Some(Status::Success), "queue {wq} is stuck");
     }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,7 +571,7 @@ fn test_nop_without_pasid_writes_record_and_interrupts() {
     // A NOP with neither record nor interrupt just advances the queue.
     rig.submit(1, &[Descriptor::nop()]);
     rig.wait_idle(1);
-    assert_eq!(rig.read32(Rig::wq_reg(1, wq_offset::DONE)), 2);
+    assert_eq!(rig.read32(AccelDriver::wq_reg(1, wq_offset::DONE)), 2);
 }
 
 #[test]
@@ -1128,8 +890,7 @@ fn test_privileged_descriptors_need_privileged_mode_enable() {
 fn test_pasid_descriptors_need_pasid_enable() {
     let mut rig = Rig::svm();
     rig.enable_wq(0, true);
-    let pasid = ext_cap(&mut rig.ep, EXT_CAP_ID_PASID);
-    rig.cfg_write16(pasid + 6, 0);
+    rig.disable_pasid_cap();
     rig.submit(0, &[Descriptor::nop().with_pasid(PASID_A)]);
     assert_eq!(rig.wait_swerr().0.code(), Status::BadPasid.code());
 }
@@ -1138,20 +899,20 @@ fn test_pasid_descriptors_need_pasid_enable() {
 fn test_bad_doorbells_and_queue_configs_are_refused() {
     let mut rig = Rig::svm();
     // Enabling with a size that is no power of two is refused.
-    rig.write64(Rig::wq_reg(0, wq_offset::BASE), RING);
-    rig.write32(Rig::wq_reg(0, wq_offset::SIZE), 48);
+    rig.write64(AccelDriver::wq_reg(0, wq_offset::BASE), RING);
+    rig.write32(AccelDriver::wq_reg(0, wq_offset::SIZE), 48);
     rig.write32(
-        Rig::wq_reg(0, wq_offset::CTRL),
+        AccelDriver::wq_reg(0, wq_offset::CTRL),
         WqCtrl::new().with_enable(true).into_bits(),
     );
     let status = rig.wq_status(0);
     assert!(!status.enabled());
     assert_eq!(status.error(), Status::BadWqConfig.code());
     // A doorbell on a disabled queue, and one beyond the ring.
-    rig.write32(Rig::wq_reg(0, wq_offset::TAIL), 1);
+    rig.write32(AccelDriver::wq_reg(0, wq_offset::TAIL), 1);
     assert_eq!(rig.wait_swerr().0.code(), Status::BadTail.code());
     rig.enable_wq(0, true);
-    rig.write32(Rig::wq_reg(0, wq_offset::TAIL), RING_SIZE);
+    rig.write32(AccelDriver::wq_reg(0, wq_offset::TAIL), RING_SIZE);
     let (swerr, addr) = rig.wait_swerr();
     assert_eq!(
         (swerr.code(), addr),
@@ -1163,13 +924,13 @@ fn test_bad_doorbells_and_queue_configs_are_refused() {
 #[test]
 fn test_unreadable_ring_is_a_software_error_per_descriptor() {
     let mut rig = Rig::svm();
-    rig.write64(Rig::wq_reg(1, wq_offset::BASE), RAM_SIZE + 0x10000);
-    rig.write32(Rig::wq_reg(1, wq_offset::SIZE), 4);
+    rig.write64(AccelDriver::wq_reg(1, wq_offset::BASE), RAM_SIZE + 0x10000);
+    rig.write32(AccelDriver::wq_reg(1, wq_offset::SIZE), 4);
     rig.write32(
-        Rig::wq_reg(1, wq_offset::CTRL),
+        AccelDriver::wq_reg(1, wq_offset::CTRL),
         WqCtrl::new().with_enable(true).into_bits(),
     );
-    rig.write32(Rig::wq_reg(1, wq_offset::TAIL), 2);
+    rig.write32(AccelDriver::wq_reg(1, wq_offset::TAIL), 2);
     rig.tails[1] = 2;
     rig.wait_idle(1);
     // Both descriptors failed: the first is recorded, the second only flags OVERFLOW.
@@ -1184,10 +945,10 @@ fn test_unreadable_ring_is_a_software_error_per_descriptor() {
 fn test_bus_master_off_stops_descriptors_with_an_error() {
     let mut rig = Rig::svm();
     rig.enable_wq(0, true);
-    rig.cfg_write16(0x04, 0x02);
+    rig.set_command(false);
     rig.submit(0, &[Descriptor::nop()]);
     assert_eq!(rig.wait_swerr().0.code(), Status::DmaError.code());
-    rig.cfg_write16(0x04, 0x06);
+    rig.set_command(true);
     rig.assert_queue_alive(0, None);
 }
 
@@ -1332,7 +1093,7 @@ fn test_flr_stops_a_blocked_job_and_the_device_works_after() {
         assert!(Instant::now() < deadline, "job never stopped");
     }
     assert!(!rig.wq_status(0).enabled());
-    assert_eq!(rig.read32(Rig::wq_reg(0, wq_offset::HEAD)), 0);
+    assert_eq!(rig.read32(AccelDriver::wq_reg(0, wq_offset::HEAD)), 0);
     assert!(!rig.read_pasid_ctl(PASID_A).enable());
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
@@ -1341,7 +1102,7 @@ fn test_flr_stops_a_blocked_job_and_the_device_works_after() {
         "nothing after reset"
     );
     // Set the device up again, as a driver's probe does.
-    rig.cfg_write16(0x04, 0x06);
+    rig.set_command(true);
     rig.enable_pasid_cap(true);
     rig.enable_pri(true);
     rig.pasid_ctl(PASID_A, true);
@@ -1374,7 +1135,7 @@ fn test_queue_disable_aborts_the_job_in_flight() {
             .with_completion(record)],
     );
     let req = rig.iommu().next_request(TIMEOUT).unwrap();
-    rig.write32(Rig::wq_reg(1, wq_offset::CTRL), 0);
+    rig.write32(AccelDriver::wq_reg(1, wq_offset::CTRL), 0);
     assert!(rig.wq_status(1).busy(), "busy until the page response");
     rig.iommu().answer(&req, PageResponseCode::Success);
     assert_eq!(
@@ -1392,7 +1153,7 @@ fn test_queue_disable_aborts_the_job_in_flight() {
 #[test]
 fn test_pri_status_in_config_space_follows_the_engine() {
     let mut rig = Rig::svm();
-    let pri = ext_cap(&mut rig.ep, EXT_CAP_ID_PRI);
+    let pri = rig.ext_cap(EXT_CAP_ID_PRI);
     let stopped = 1 << 8;
     assert_eq!(rig.cfg_read16(pri + 6) & stopped, 0, "enabled: not stopped");
     rig.enable_pri(false);

@@ -1,6 +1,7 @@
 //! A raw vfio-user client over a socketpair, for driving the server message by message.
 #![allow(dead_code)]
 
+pub mod accel;
 pub mod ram;
 
 use std::io::{IoSlice, Write};
@@ -12,7 +13,7 @@ use std::thread::JoinHandle;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use zerocopy::IntoBytes;
 
-use vsvm::devices::accel;
+use vsvm::devices::accel as accel_device;
 use vsvm::vfio_user::protocol::{header_flags, Command, Header, VersionBody};
 use vsvm::vfio_user::transport::{recv_message, Message, TransportError};
 
@@ -26,7 +27,8 @@ pub struct RawClient {
 pub fn spawn_accel() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
     let (client, server) = UnixStream::pair().unwrap();
     let handle = std::thread::spawn(move || {
-        let mut device = accel::endpoint(accel::VENDOR_ID, accel::DEVICE_ID).unwrap();
+        let mut device =
+            accel_device::endpoint(accel_device::VENDOR_ID, accel_device::DEVICE_ID).unwrap();
         vsvm::vfio_user::serve_connection(server, &mut device, &Default::default())
     });
     (

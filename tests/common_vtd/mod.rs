@@ -81,6 +81,16 @@ impl GuestRam {
         }
     }
 
+    /// The allocator over `mem`, guest memory already mapped from GPA 0 to `size` (e.g. the
+    /// same memfd a device has as its DMA map); page 0 stays unused.
+    pub fn with_memory(mem: GuestMemory, size: u64) -> Self {
+        GuestRam {
+            mem,
+            size,
+            next: PAGE,
+        }
+    }
+
     /// Adds a read-only map at `gpa` holding `words` (offset, value): the device can read it
     /// but not write it, so A/D updates there fail.
     pub fn map_read_only(&self, gpa: u64, size: u64, words: &[(u64, u64)]) -> u64 {
