@@ -522,13 +522,6 @@ fn breakdown(scale: Scale) {
         snapshot.copy(Gpa(s), Gpa(d), PAGE as usize).unwrap();
     });
     drop(snapshot);
-    // What every completed descriptor pays in `Core::notify_progress`: a notify_all on a
-    // condvar nobody waits on (std's futex condvar makes a FUTEX_WAKE syscall anyway).
-    let (lock, condvar) = (std::sync::Mutex::new(()), std::sync::Condvar::new());
-    let notify = per_call(reps, |_| {
-        let _guard = lock.lock().unwrap();
-        condvar.notify_all();
-    });
     let wake = wake_up(scale.latency_samples.min(500));
     let nop = rig.throughput(Descriptor::nop(), 0, scale.bytes_per_point / 64);
     let nop_latency = rig.latency(Descriptor::nop(), scale.latency_samples);
@@ -539,11 +532,6 @@ fn breakdown(scale: Scale) {
     line("GuestMemory::view", ns(view), "");
     let note = format!("({:.1} GB/s)", gbps(PAGE, piece));
     line("MemView::copy of one 4 KiB page", ns(piece), &note);
-    line(
-        "Mutex + Condvar::notify_all, no waiter",
-        ns(notify),
-        "(a FUTEX_WAKE syscall)",
-    );
     let note = format!("(fastest {:.0} ns)", ns(wake.1));
     line("thread wake-up: notify → waiter runs", ns(wake.0), &note);
     let note = format!("({nop_lookups} ATC lookups: ring read, record)");
@@ -560,13 +548,14 @@ fn breakdown(scale: Scale) {
         let n = size / PAGE;
         let lookups = atc_lookups(&mut rig, desc) - nop_lookups;
         let copy = n as f64 * ns(piece);
-        let translation = lookups as f64 * ns(lookup) + n as f64 * (ns(fence) + ns(view));
+        // One fence hold and one (cached) view per job; a lookup per page and direction.
+        let translation = lookups as f64 * ns(lookup) + ns(fence) + ns(view);
         let rest = measured - copy - translation;
         let share = |part: f64| 100.0 * part / measured;
         println!(
             "{} MEMMOVE, {n} pages: {measured:.0} ns per job = copies {copy:.0} ({:.0} %) \
-             + translation {translation:.0} ({:.0} %: {lookups} ATC hits, {n} fences and \
-             views) + the rest {rest:.0} ({:.0} %: per-job costs, cache effects)",
+             + translation {translation:.0} ({:.0} %: {lookups} ATC hits, one fence \
+             and view) + the rest {rest:.0} ({:.0} %: per-job costs, cache effects)",
             kib(size),
             share(copy),
             share(translation),

@@ -8,15 +8,15 @@ use super::descriptor::{Descriptor, Operation, DESCRIPTOR_SIZE};
 use super::device::Core;
 use super::exec::{Halt, Job, Reset};
 use super::swerr::Origin;
-use super::wq::{read_slot, Slot, WorkQueue};
+use super::wq::{read_slot, Slot, Views, WorkQueue};
 
 /// Processes the descriptor in `slot` of `wq`.
-pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot) {
+pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot, views: &Views) {
     let origin = Origin {
         slot: Some((wq.index(), slot.index as u16)),
         batch_index: None,
     };
-    let desc = match read_slot(core, slot.addr) {
+    let desc = match read_slot(core, views, slot.addr) {
         Ok(desc) => desc,
         Err(status) => return core.errors.report(status, origin, slot.addr),
     };
@@ -25,7 +25,7 @@ pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot) {
         Ok(space) => space,
         Err(status) => return core.errors.report(status, origin, desc.completion),
     };
-    let job = Job::new(core, wq, *slot, space);
+    let job = Job::new(core, wq, *slot, space, views);
     if let Some(pasid) = space.pasid() {
         if !core.pasids.is_enabled(pasid) {
             // Submitted before (or during) a drain: the drain is not over, so the record may

@@ -38,7 +38,7 @@ fn drain(core: &Core, pasid: Pasid, generation: u64) {
         if core.generation() != generation {
             return;
         }
-        core.wait_progress(RECHECK);
+        core.wait_progress(|| core.drain_reached(pasid), RECHECK);
     }
     core.pasids.finish_drain(pasid, generation);
     debug!("accel: PASID {pasid} drained");

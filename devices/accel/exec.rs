@@ -13,7 +13,7 @@ use super::completion::{Completion, FaultInfo, Status};
 use super::descriptor::{Descriptor, Operation, DESCRIPTOR_SIZE};
 use super::device::Core;
 use super::svm::{self, Miss, Space, Xlat};
-use super::wq::{Slot, WorkQueue};
+use super::wq::{Slot, Views, WorkQueue};
 use crate::iommu::PageResponseCode;
 use crate::mem::{Gpa, MemError, MemView};
 use crate::pri::PriError;
@@ -99,6 +99,7 @@ pub(crate) struct Job<'a> {
     wq: &'a WorkQueue,
     slot: Slot,
     space: Space,
+    views: &'a Views,
 }
 
 fn dma_fault(e: &MemError, addr: u64, write: bool) -> Fail {
@@ -119,12 +120,19 @@ fn success(done: u64) -> Completion {
 
 impl<'a> Job<'a> {
     /// A job for the descriptor in `slot`, addressing `space`.
-    pub fn new(core: &'a Core, wq: &'a WorkQueue, slot: Slot, space: Space) -> Self {
+    pub fn new(
+        core: &'a Core,
+        wq: &'a WorkQueue,
+        slot: Slot,
+        space: Space,
+        views: &'a Views,
+    ) -> Self {
         Job {
             core,
             wq,
             slot,
             space,
+            views,
         }
     }
 
@@ -183,7 +191,7 @@ impl<'a> Job<'a> {
         loop {
             self.check(purpose)?;
             let guard = self.core.svm.as_ref().map(|s| s.ats().fence());
-            let result = f(&self.core.bus.mem.view());
+            let result = f(self.views.borrow_mut().current());
             drop(guard);
             match result {
                 Ok(value) => return Ok(value),
@@ -258,38 +266,68 @@ impl<'a> Job<'a> {
         // Overlapping with the destination above: copy from the end, as memmove does.
         let backward = dst > src && dst - src < len;
         let mut done = 0;
-        while done < len {
-            let step = self.under_fence(Purpose::Data, |view| {
-                let run = self.run(src, dst, len, done, backward)?;
+        // One fence hold covers run after run until the job ends or misses: the pair of pages
+        // that ended one run starts the next without being translated again (a translation is
+        // only valid under the fence it was obtained under).
+        let moved = self.under_fence(Purpose::Data, |view| {
+            let mut next = None;
+            while done < len {
+                self.check(Purpose::Data).map_err(Fail::Halt)?;
+                let run = self.run(src, dst, len, done, backward, &mut next)?;
                 view.copy(Gpa(run.src), Gpa(run.dst), run.len as usize)
                     .map_err(|e| {
                         let write = matches!(e, MemError::Denied(_, "write"));
                         dma_fault(&e, if write { dst } else { src }, write)
                     })?;
-                Ok(run.len)
-            });
-            match step {
-                Ok(n) => done += n,
-                Err(halt) => return halt.complete(done, backward),
+                done += run.len;
             }
+            Ok(())
+        });
+        if let Err(halt) = moved {
+            return halt.complete(done, backward);
         }
         let mut c = success(done);
         c.fault_info.set_backward(backward);
         Ok(c)
     }
 
+    /// The source and destination translations of byte `done` of a copy (counted from the end
+    /// when `backward`): `next` when it holds them (translated for the same byte under the
+    /// same fence), else fresh ones.
+    fn pair(
+        &self,
+        src: u64,
+        dst: u64,
+        offset: u64,
+        next: &mut Option<(u64, Xlat, Xlat)>,
+    ) -> Result<(Xlat, Xlat), Fail> {
+        match next.take() {
+            Some((at, s, d)) if at == offset => Ok((s, d)),
+            _ => Ok((
+                self.translate(src + offset, false)?,
+                self.translate(dst + offset, true)?,
+            )),
+        }
+    }
+
     /// The longest run of pages, from byte `done` (counted from the end when `backward`), that
-    /// is contiguous in both source and destination.
-    fn run(&self, src: u64, dst: u64, len: u64, done: u64, backward: bool) -> Result<Run, Fail> {
+    /// is contiguous in both source and destination. The translations of the pair of pages
+    /// that ended the run are left in `next`.
+    fn run(
+        &self,
+        src: u64,
+        dst: u64,
+        len: u64,
+        done: u64,
+        backward: bool,
+        next: &mut Option<(u64, Xlat, Xlat)>,
+    ) -> Result<Run, Fail> {
         let mut run: Option<Run> = None;
         let mut done = done;
         while done < len {
             // Forward: the next byte is `done`; backward: the last byte not yet copied.
             let offset = if backward { len - done - 1 } else { done };
-            let pair = self
-                .translate(src + offset, false)
-                .and_then(|s| Ok((s, self.translate(dst + offset, true)?)));
-            let (s, d) = match (pair, run) {
+            let (s, d) = match (self.pair(src, dst, offset, next), run) {
                 (Ok(pair), _) => pair,
                 (Err(fail), None) => return Err(fail),
                 (Err(_), Some(run)) => return Ok(run),
@@ -330,7 +368,10 @@ impl<'a> Job<'a> {
                         len: r.len + n,
                     }
                 }
-                Some(r) => return Ok(*r),
+                Some(r) => {
+                    *next = Some((offset, s, d));
+                    return Ok(*r);
+                }
             }
             done += n;
         }

@@ -5,6 +5,7 @@
 //! A doorbell only stores TAIL and wakes the engine: the register thread (the vfio-user reader)
 //! never waits for guest memory, which may be reached through that very client.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -18,7 +19,7 @@ use super::pasid_table::WqMark;
 use super::regs::{wq_offset, WqCtrl, WqStatus, MAX_WQ_SIZE, MIN_WQ_SIZE, WQ_BASE_ALIGN};
 use super::svm::{self, Space};
 use crate::iommu::Access;
-use crate::mem::Gpa;
+use crate::mem::{Gpa, ViewCache};
 
 /// A software error a register write caused: code, ring slot, address.
 pub(crate) type WriteError = (Status, u16, u64);
@@ -251,9 +252,12 @@ impl WorkQueue {
     }
 }
 
+/// An engine thread's view of guest memory, kept from job to job (see [`ViewCache`]).
+pub(crate) type Views = RefCell<ViewCache>;
+
 /// Reads the descriptor at `addr` of the ring (untagged space: rings are driver memory, never
 /// faulted in). The error is the software error to report.
-pub(crate) fn read_slot(core: &Core, addr: u64) -> Result<Descriptor, Status> {
+pub(crate) fn read_slot(core: &Core, views: &Views, addr: u64) -> Result<Descriptor, Status> {
     if !core.bus.bus_master() {
         return Err(Status::DmaError);
     }
@@ -265,9 +269,9 @@ pub(crate) fn read_slot(core: &Core, addr: u64) -> Result<Descriptor, Status> {
     let _fence = svm.map(|s| s.ats().fence());
     let at = svm::translate(svm, space, addr, Access::READ).map_err(|_| Status::RingReadFault)?;
     let mut desc = Descriptor::default();
-    core.bus
-        .mem
-        .view()
+    views
+        .borrow_mut()
+        .current()
         .read(Gpa(at.gpa), desc.as_mut_bytes())
         .map_err(|_| Status::RingReadFault)?;
     Ok(desc)
@@ -278,8 +282,9 @@ pub(crate) fn run(core: Arc<Core>, index: usize) {
     let Some(wq) = core.wqs.get(index) else {
         return;
     };
+    let views = RefCell::new(ViewCache::new(core.bus.mem.clone()));
     while let Some(slot) = wq.next(&core) {
-        dispatch::slot(&core, wq, &slot);
+        dispatch::slot(&core, wq, &slot, &views);
         wq.finish(&slot);
         core.notify_progress();
     }

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use log::{debug, info};
@@ -42,6 +43,8 @@ pub enum MemError {
 struct Inner {
     table: RwLock<Arc<MapTable>>,
     port: RwLock<Option<DmaPort>>,
+    /// Bumped after every change of the table or the port (see [`ViewCache`]).
+    generation: AtomicU64,
 }
 
 /// Shared handle to one client's guest memory; cheap to clone.
@@ -71,6 +74,7 @@ impl GuestMemory {
         let mut table = MapTable::clone(&slot);
         let out = f(&mut table)?;
         *slot = Arc::new(table);
+        self.changed();
         Ok(out)
     }
 
@@ -132,11 +136,17 @@ impl GuestMemory {
     pub fn clear(&self) {
         *self.inner.table.write().unwrap() = Arc::default();
         *self.inner.port.write().unwrap() = None;
+        self.changed();
     }
 
     /// Sets the client port used for maps without fd.
     pub fn set_port(&self, port: Option<DmaPort>) {
         *self.inner.port.write().unwrap() = port;
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.inner.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Number of maps.
@@ -171,6 +181,37 @@ impl GuestMemory {
     /// One aligned 64-bit store: atomic when mapped.
     pub fn write_u64(&self, gpa: Gpa, value: u64) -> Result<(), MemError> {
         self.view().write_u64(gpa, value)
+    }
+}
+
+/// One thread's view of guest memory kept across many short accesses (a device engine's
+/// jobs): taking a snapshot costs a lock and reference counts, so it is taken again only
+/// when a map, unmap or (dis)connect happened since. Staleness is bounded by the caller:
+/// `current` at the start of each unit of work sees every change made before it.
+#[derive(Debug)]
+pub struct ViewCache {
+    mem: GuestMemory,
+    seen: u64,
+    view: MemView,
+}
+
+impl ViewCache {
+    /// A cache of `mem`'s current view.
+    pub fn new(mem: GuestMemory) -> Self {
+        let seen = mem.inner.generation.load(Ordering::Acquire);
+        let view = mem.view();
+        ViewCache { mem, seen, view }
+    }
+
+    /// The view, taken again if the maps changed since the last one.
+    pub fn current(&mut self) -> &MemView {
+        let now = self.mem.inner.generation.load(Ordering::Acquire);
+        if now != self.seen {
+            // Generation first: a change racing with the snapshot bumps it again.
+            self.seen = now;
+            self.view = self.mem.view();
+        }
+        &self.view
     }
 }
 
@@ -329,8 +370,8 @@ impl MemView {
 
     /// One aligned 64-bit load (a table entry or descriptor word): atomic when mapped.
     pub fn read_u64(&self, gpa: Gpa) -> Result<u64, MemError> {
-        let unmapped = MemError::Unmapped(gpa);
-        match self.on_mapped_word(gpa, Access::Read, |m, off| m.load_u64(off).ok_or(unmapped))? {
+        let load = |m: &Mapping, off| m.load_u64(off).ok_or(MemError::Unmapped(gpa));
+        match self.on_mapped_word(gpa, Access::Read, load)? {
             Some(value) => Ok(value),
             None => {
                 let mut bytes = [0u8; 8];
@@ -342,10 +383,11 @@ impl MemView {
 
     /// One aligned 64-bit store: atomic when mapped.
     pub fn write_u64(&self, gpa: Gpa, value: u64) -> Result<(), MemError> {
-        let denied = MemError::Denied(gpa, "write");
-        match self.on_mapped_word(gpa, Access::Write, |m, off| {
-            m.store_u64(off, value).ok_or(denied)
-        })? {
+        let store = |m: &Mapping, off| {
+            m.store_u64(off, value)
+                .ok_or(MemError::Denied(gpa, "write"))
+        };
+        match self.on_mapped_word(gpa, Access::Write, store)? {
             Some(()) => Ok(()),
             None => Ok(self.port(gpa)?.write(gpa.0, &value.to_le_bytes())?),
         }
@@ -356,8 +398,10 @@ impl MemView {
     /// found. Without an fd there is no atomic access: read, compare and write through the
     /// client, which is exact only while the guest does not race with us.
     pub fn compare_exchange_u64(&self, gpa: Gpa, current: u64, new: u64) -> Result<u64, MemError> {
-        let denied = MemError::Denied(gpa, "write");
-        let exchange = |m: &Mapping, off| m.compare_exchange_u64(off, current, new).ok_or(denied);
+        let exchange = |m: &Mapping, off| {
+            m.compare_exchange_u64(off, current, new)
+                .ok_or(MemError::Denied(gpa, "write"))
+        };
         match self.on_mapped_word(gpa, Access::Write, exchange)? {
             Some(found) => Ok(found),
             None => {
@@ -403,6 +447,18 @@ mod tests {
         };
         mem.map(&request, Some(fd)).unwrap();
         mem
+    }
+
+    #[test]
+    fn test_view_cache_sees_a_map_made_after_it_was_taken() {
+        let mem = memfd_memory(0x10000, 0x1000, true);
+        let mut cache = ViewCache::new(mem.clone());
+        assert!(cache.current().read_u64(Gpa(0x10000)).is_ok());
+        mem.unmap(&DmaUnmapRequest::All).unwrap();
+        assert!(matches!(
+            cache.current().read_u64(Gpa(0x10000)),
+            Err(MemError::Unmapped(_))
+        ));
     }
 
     #[test]

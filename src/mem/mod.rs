@@ -7,5 +7,5 @@ pub mod mapping;
 pub mod table;
 
 pub use address::Gpa;
-pub use guest::{GuestMemory, MemError, MemView};
+pub use guest::{GuestMemory, MemError, MemView, ViewCache};
 pub use table::{MapError, PAGE_SIZE};
