@@ -590,6 +590,39 @@ fn test_memmove_with_pasid_vas_moves_data_through_nested_translation() {
 }
 
 #[test]
+fn test_ats_disabled_takes_the_untranslated_path_and_caches_nothing() {
+    let mut e = E2e::new();
+    e.drv.enable_wq(0, true);
+    e.mmap(PASID_A, BUF_VA, 4);
+    let data = pattern(2 * PAGE as usize, 7);
+    e.write_va(PASID_A, BUF_VA, &data);
+    // The driver clears ATS Enable: every access is an untranslated request the IOMMU
+    // translates itself, and the device's ATC stays empty (PCIe 6.0 §10.5.1.3).
+    let ats = e.drv.ext_cap(vsvm::pci::caps::ats::EXT_CAP_ID_ATS);
+    e.drv.cfg_write16(ats + 6, 0);
+    let before = e.atc();
+    let r = e.run(
+        0,
+        PASID_A,
+        Descriptor::memmove(BUF_VA, BUF_VA + 2 * PAGE, 2 * PAGE as u32),
+    );
+    assert_eq!(r.status(), Some(Status::Success));
+    assert_eq!(e.read_va(PASID_A, BUF_VA + 2 * PAGE, data.len()), data);
+    let after = e.atc();
+    assert_eq!(after.entries, 0, "nothing cached without ATS");
+    assert_eq!(after.hits, before.hits, "no ATC hits without ATS");
+    // Enabled again, the same job fills the ATC.
+    e.drv.enable_ats();
+    let r = e.run(
+        0,
+        PASID_A,
+        Descriptor::memmove(BUF_VA, BUF_VA + 2 * PAGE, 2 * PAGE as u32),
+    );
+    assert_eq!(r.status(), Some(Status::Success));
+    assert!(e.atc().entries > 0);
+}
+
+#[test]
 fn test_fill_compare_and_batch_through_translation() {
     let mut e = E2e::new();
     e.drv.enable_wq(0, true);
