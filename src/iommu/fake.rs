@@ -1,6 +1,7 @@
 //! A programmable host IOMMU for the unit tests of device-side code (ats, pri): translations
 //! from a list of mappings, Translation Requests counted, page requests recorded and
 //! optionally answered at once. Not a model of any IOMMU; the real one is `vtd::piommu`.
+//! Compiled only for unit tests: `#[cfg(test)] pub(crate) mod fake;` in iommu/mod.rs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
