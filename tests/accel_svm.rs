@@ -355,6 +355,36 @@ fn test_plain_queue_moves_guest_physical_memory() {
     assert_eq!(rig.ram_read(0x20_0123, 10000), data);
 }
 
+/// A descriptor's interrupts come after HEAD and WQ_DONE moved past it: a driver woken by the
+/// completion (or error) interrupt may count the descriptor done and reuse its slot at once.
+/// The real guest driver found WQ_DONE one behind right after its fence's interrupt.
+#[test]
+fn test_interrupts_come_after_the_queue_counted_the_descriptor() {
+    let mut rig = Rig::plain();
+    rig.enable_wq(0, false);
+    let bad = Descriptor {
+        control: DescControl::new().with_opcode(0x7f).into_bits(),
+        ..Descriptor::nop()
+    };
+    for done in 1..=1000u32 {
+        let error = done % 4 == 0;
+        let desc = if error { bad } else { Descriptor::nop() };
+        rig.submit(0, &[desc.with_interrupt()]);
+        rig.wait_irq_now(if error { VECTOR_ERR } else { VECTOR_WQ });
+        let head = rig.read32(AccelDriver::wq_reg(0, wq_offset::HEAD));
+        let counted = rig.read32(AccelDriver::wq_reg(0, wq_offset::DONE));
+        assert_eq!(
+            (counted, head),
+            (done, done % RING_SIZE),
+            "descriptor {done}: WQ_DONE and HEAD when its interrupt came"
+        );
+        if error {
+            rig.wait_irq_now(VECTOR_WQ);
+            rig.clear_swerr();
+        }
+    }
+}
+
 #[test]
 fn test_plain_pasid_descriptor_is_a_bad_pasid_software_error() {
     let mut rig = Rig::plain();

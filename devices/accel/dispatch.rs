@@ -1,7 +1,9 @@
 //! accel descriptor processing: the checks before a descriptor may touch memory (address
 //! space, PASID state, completion record alignment, form), BATCH, and the end of every
-//! descriptor — its completion record, its interrupt, and SWERR for what no record can carry.
-//! Order and outcomes: devices/accel/README.md, "Errors".
+//! descriptor — its completion record, its interrupts, and SWERR for what no record can carry.
+//! A ring descriptor's interrupts are handed back to the engine, which raises them once the
+//! queue counted the descriptor (HEAD, WQ_DONE). Order and outcomes: devices/accel/README.md,
+//! "Errors" and "Interrupts".
 
 use super::completion::{Completion, Status};
 use super::descriptor::{Descriptor, Operation, DESCRIPTOR_SIZE};
@@ -10,20 +12,57 @@ use super::exec::{Halt, Job, Reset};
 use super::swerr::Origin;
 use super::wq::{read_slot, Slot, Views, WorkQueue};
 
-/// Processes the descriptor in `slot` of `wq`.
-pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot, views: &Views) {
+/// The interrupts a descriptor raises. Held back for a ring descriptor until the queue counted
+/// it: a driver woken by one takes the descriptor as done and its ring slot as free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "a descriptor's interrupts must be raised"]
+pub(crate) struct Raise {
+    /// The error interrupt (ERRCTL decides whether it goes out).
+    error: bool,
+    /// The queue's completion vector.
+    completion: Option<u32>,
+}
+
+impl Raise {
+    /// Only the error interrupt.
+    fn error() -> Self {
+        Raise {
+            error: true,
+            completion: None,
+        }
+    }
+
+    /// Raises the interrupts: the error interrupt first, then the completion vector.
+    pub fn fire(self, core: &Core) {
+        if self.error {
+            core.errors.interrupt();
+        }
+        if let Some(vector) = self.completion {
+            core.bus.irqs.trigger(vector);
+        }
+    }
+}
+
+/// Processes the descriptor in `slot` of `wq`; returns the interrupts to raise once the queue
+/// moved past it.
+pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot, views: &Views) -> Raise {
     let origin = Origin {
         slot: Some((wq.index(), slot.index as u16)),
         batch_index: None,
     };
+    // Refused before it ran: SWERR and the error interrupt only, no completion interrupt.
+    let refuse = |status, addr| {
+        core.errors.record(status, origin, addr);
+        Raise::error()
+    };
     let desc = match read_slot(core, views, slot.addr) {
         Ok(desc) => desc,
-        Err(status) => return core.errors.report(status, origin, slot.addr),
+        Err(status) => return refuse(status, slot.addr),
     };
     // Without a usable address space there is nowhere to write a record.
     let space = match core.space_for(&desc) {
         Ok(space) => space,
-        Err(status) => return core.errors.report(status, origin, desc.completion),
+        Err(status) => return refuse(status, desc.completion),
     };
     let job = Job::new(core, wq, *slot, space, views);
     if let Some(pasid) = space.pasid() {
@@ -38,28 +77,26 @@ pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot, views: &Views) {
                     origin,
                 );
             }
-            return core
-                .errors
-                .report(Status::PasidDisabled, origin, desc.completion);
+            return refuse(Status::PasidDisabled, desc.completion);
         }
     }
     if !desc.completion_aligned() {
-        return core
-            .errors
-            .report(Status::BadCompletionAddr, origin, desc.completion);
+        return refuse(Status::BadCompletionAddr, desc.completion);
     }
     let completion = match desc.operation() {
         Err(status) => Ok(Completion::with_status(status)),
         Ok(Operation::Batch { list, count }) => batch(&job, list, count, origin),
         Ok(op) => job.execute(op),
     };
-    if let Ok(c) = completion {
-        finish(&job, &desc, c, origin);
+    match completion {
+        Ok(c) => finish(&job, &desc, c, origin),
+        Err(Reset) => Raise::default(),
     }
 }
 
 /// Runs the `count` descriptors at `list`, in the batch's address space (their PASID fields
-/// are ignored). A failing descriptor does not stop the batch; a disable or reset does.
+/// are ignored). A failing descriptor does not stop the batch; a disable or reset does. The
+/// members' interrupts go out as each ends: the batch itself is not done yet.
 fn batch(job: &Job, list: u64, count: u32, origin: Origin) -> Result<Completion, Reset> {
     let mut failed = false;
     for i in 0..count {
@@ -86,7 +123,7 @@ fn batch(job: &Job, list: u64, count: u32, origin: Origin) -> Result<Completion,
             Ok(op) => job.execute(op)?,
         };
         failed |= c.status != Status::Success;
-        finish(job, &desc, c, origin);
+        finish(job, &desc, c, origin).fire(job.core());
         if let Err(halt) = job.check_data() {
             return halt.complete(u64::from(i) + 1, false);
         }
@@ -114,29 +151,34 @@ fn inherit_space(desc: Descriptor) -> Descriptor {
     }
 }
 
-/// Ends a descriptor: the record (or SWERR when there is none to carry a failure), the error
-/// interrupt for error statuses, the completion interrupt when asked for.
-fn finish(job: &Job, desc: &Descriptor, c: Completion, origin: Origin) {
+/// Ends a descriptor: the record (or SWERR when there is none to carry a failure); returns
+/// the error interrupt for error statuses and the completion interrupt when asked for.
+fn finish(job: &Job, desc: &Descriptor, c: Completion, origin: Origin) -> Raise {
     let core = job.core();
     let control = desc.control();
+    let mut raise = Raise::default();
     if control.completion_valid() {
         match job.write_record(desc.completion, &c) {
-            Ok(()) if c.status.is_error() => core.errors.interrupt(),
-            Ok(()) => {}
-            Err(Halt::Reset) => return,
+            Ok(()) => raise.error = c.status.is_error(),
+            Err(Halt::Reset) => return raise,
             // Bus mastering went off: say so rather than blame the record.
             Err(Halt::Status(Status::DmaError)) => {
                 core.errors
-                    .report(Status::DmaError, origin, desc.completion)
+                    .record(Status::DmaError, origin, desc.completion);
+                raise.error = true;
             }
-            Err(_) => core
-                .errors
-                .report(Status::CompletionFault, origin, desc.completion),
+            Err(_) => {
+                core.errors
+                    .record(Status::CompletionFault, origin, desc.completion);
+                raise.error = true;
+            }
         }
     } else if c.status != Status::Success {
-        core.errors.report(c.status, origin, c.fault_addr);
+        core.errors.record(c.status, origin, c.fault_addr);
+        raise.error = true;
     }
     if control.request_interrupt() {
-        core.bus.irqs.trigger(job.vector());
+        raise.completion = Some(job.vector());
     }
+    raise
 }

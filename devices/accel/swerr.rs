@@ -45,25 +45,29 @@ impl ErrorLog {
     /// Records `code` (or only OVERFLOW when a record is pending) and raises the error
     /// interrupt.
     pub fn report(&self, code: Status, origin: Origin, addr: u64) {
-        debug!("accel software error {code:?} at {origin:?}, address 0x{addr:x}");
-        {
-            let mut record = self.lock();
-            if record.0.valid() {
-                record.0.set_overflow(true);
-            } else {
-                let (wq, index) = origin.slot.unwrap_or_default();
-                record.0 = Swerr::new()
-                    .with_valid(true)
-                    .with_code(code.code())
-                    .with_wq_valid(origin.slot.is_some())
-                    .with_wq(wq)
-                    .with_desc_index(index)
-                    .with_batch(origin.batch_index.is_some())
-                    .with_batch_index(origin.batch_index.unwrap_or_default());
-                record.1 = addr;
-            }
-        }
+        self.record(code, origin, addr);
         self.interrupt();
+    }
+
+    /// Records `code` (or only OVERFLOW when a record is pending); the caller raises the
+    /// error interrupt (a queue engine does once the queue counted the descriptor).
+    pub fn record(&self, code: Status, origin: Origin, addr: u64) {
+        debug!("accel software error {code:?} at {origin:?}, address 0x{addr:x}");
+        let mut record = self.lock();
+        if record.0.valid() {
+            record.0.set_overflow(true);
+        } else {
+            let (wq, index) = origin.slot.unwrap_or_default();
+            record.0 = Swerr::new()
+                .with_valid(true)
+                .with_code(code.code())
+                .with_wq_valid(origin.slot.is_some())
+                .with_wq(wq)
+                .with_desc_index(index)
+                .with_batch(origin.batch_index.is_some())
+                .with_batch_index(origin.batch_index.unwrap_or_default());
+            record.1 = addr;
+        }
     }
 
     /// Raises the error vector if ERRCTL enables it.

@@ -284,8 +284,10 @@ pub(crate) fn run(core: Arc<Core>, index: usize) {
     };
     let views = RefCell::new(ViewCache::new(core.bus.mem.clone()));
     while let Some(slot) = wq.next(&core) {
-        dispatch::slot(&core, wq, &slot, &views);
+        let raise = dispatch::slot(&core, wq, &slot, &views);
+        // HEAD and WQ_DONE first: a driver woken by the interrupt finds the slot free.
         wq.finish(&slot);
+        raise.fire(&core);
         core.notify_progress();
     }
 }

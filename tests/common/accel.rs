@@ -339,6 +339,26 @@ impl AccelDriver {
         }
     }
 
+    /// Blocks until `vector` fires, without polling delays (a driver's interrupt handler runs
+    /// right after the message); returns how many arrived since the last call.
+    pub fn wait_irq_now(&self, vector: u8) -> u64 {
+        let fd = &self.vectors[usize::from(vector)];
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let n = self.irqs(vector);
+            if n > 0 {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "no interrupt on vector {vector}");
+            let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+            let timeout = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        }
+    }
+
     // --- PASIDs ----------------------------------------------------------------------------------
 
     /// PASID_CTL.ENABLE of `pasid`.
