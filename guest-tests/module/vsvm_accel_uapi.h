@@ -77,9 +77,148 @@ struct vsvm_accel_bench {
 };
 #define VSVM_ACCEL_BENCH_MAX_ITERS	100000
 
+/*
+ * Work queues (device registers from 0x100, devices/accel/README.md). The
+ * driver owns work queue 0: a ring of VSVM_ACCEL_WQ_RING descriptors, one
+ * completion record per op and a data arena of VSVM_ACCEL_WQ_ARENA bytes, all
+ * DMA-coherent (without an IOMMU the bus addresses are guest-physical). The
+ * queue raises MSI-X vector VSVM_ACCEL_WQ_VECTOR on completions, the error
+ * interrupt is vector VSVM_ACCEL_ERR_VECTOR.
+ */
+#define VSVM_ACCEL_WQ_RING	128		/* ring size in descriptors */
+#define VSVM_ACCEL_WQ_ARENA	(2u << 20)	/* data arena: every op's data lives here */
+#define VSVM_ACCEL_WQ_MAX_OPS	64		/* ops per VSVM_ACCEL_IOC_WQ_RUN */
+#define VSVM_ACCEL_WQ_VECTOR	1
+#define VSVM_ACCEL_ERR_VECTOR	2
+
+/* CAP register bits */
+#define VSVM_ACCEL_CAP_PLAIN_DMA	(1u << 0)
+#define VSVM_ACCEL_CAP_WQ		(1u << 1)
+#define VSVM_ACCEL_CAP_SVM		(1u << 2)
+#define VSVM_ACCEL_CAP_WQ_COUNT(c)	(((c) >> 8) & 0xfu)
+
+/* Descriptor opcodes */
+#define VSVM_WQ_OPC_NOP		0x00
+#define VSVM_WQ_OPC_MEMMOVE	0x01
+#define VSVM_WQ_OPC_FILL	0x02
+#define VSVM_WQ_OPC_COMPARE	0x03
+#define VSVM_WQ_OPC_BATCH	0x04
+
+/* Completion record / SWERR status codes */
+#define VSVM_WQ_ST_NONE			0x00
+#define VSVM_WQ_ST_SUCCESS		0x01
+#define VSVM_WQ_ST_PAGE_FAULT		0x02
+#define VSVM_WQ_ST_ABORTED		0x03
+#define VSVM_WQ_ST_BATCH_FAIL		0x04
+#define VSVM_WQ_ST_FIRST_ERROR		0x10
+#define VSVM_WQ_ST_BAD_OPCODE		0x10
+#define VSVM_WQ_ST_BAD_FLAGS		0x11
+#define VSVM_WQ_ST_BAD_SIZE		0x12
+#define VSVM_WQ_ST_BAD_BATCH		0x13
+#define VSVM_WQ_ST_NESTED_BATCH		0x14
+#define VSVM_WQ_ST_BAD_PASID		0x15
+#define VSVM_WQ_ST_PASID_DISABLED	0x16
+#define VSVM_WQ_ST_BAD_COMPLETION_ADDR	0x17
+#define VSVM_WQ_ST_COMPLETION_FAULT	0x18
+#define VSVM_WQ_ST_RING_READ_FAULT	0x19
+#define VSVM_WQ_ST_BAD_TAIL		0x1a
+#define VSVM_WQ_ST_BAD_PRIVILEGE	0x1b
+
+/* Completion record FAULT_INFO bits */
+#define VSVM_WQ_FI_WRITE	(1u << 0)
+#define VSVM_WQ_FI_BACKWARD	(1u << 1)
+
+/* SWERR register fields */
+#define VSVM_WQ_SWERR_VALID		(1ull << 0)
+#define VSVM_WQ_SWERR_OVERFLOW		(1ull << 1)
+#define VSVM_WQ_SWERR_BATCH		(1ull << 2)
+#define VSVM_WQ_SWERR_WQ_VALID		(1ull << 3)
+#define VSVM_WQ_SWERR_CODE(s)		((unsigned int)((s) >> 8) & 0xffu)
+#define VSVM_WQ_SWERR_WQ(s)		((unsigned int)((s) >> 16) & 0xfu)
+#define VSVM_WQ_SWERR_DESC_INDEX(s)	((unsigned int)((s) >> 32) & 0xffffu)
+#define VSVM_WQ_SWERR_BATCH_INDEX(s)	((unsigned int)((s) >> 48) & 0xffffu)
+
+/* vsvm_accel_wq_op.flags: how the driver builds the descriptor */
+#define VSVM_WQ_OP_NO_RECORD		(1u << 0)	/* CRAV clear: no completion record */
+#define VSVM_WQ_OP_NO_IRQ		(1u << 1)	/* RCI clear: no completion interrupt */
+#define VSVM_WQ_OP_MISALIGN_RECORD	(1u << 2)	/* record address 8 bytes off alignment */
+#define VSVM_WQ_OP_PASID		(1u << 3)	/* PV set, PASID = pasid */
+#define VSVM_WQ_OP_PRIV			(1u << 4)	/* PRIV set */
+#define VSVM_WQ_OP_RESERVED_BIT		(1u << 5)	/* a reserved CONTROL bit set */
+#define VSVM_WQ_OP_FLAGS		0x3fu
+
+#define VSVM_WQ_NOT_IN_BATCH	0xffffffffu
+
+/*
+ * One operation: the driver turns it into a 64-byte descriptor. Addresses are
+ * offsets into the arena (SRC = arena + src_off, DST = arena + dst_off; FILL
+ * and NOP ignore src_off). A BATCH op takes the batch_ops ops that follow it
+ * in the array as its descriptor list (written to LEN: len, normally equal to
+ * batch_ops); those are not put on the ring. Every op gets its own completion
+ * record (unless VSVM_WQ_OP_NO_RECORD) and, outside a batch, its own ring slot.
+ * Data ops must stay inside the arena: src_off/dst_off + len <= ARENA.
+ */
+struct vsvm_accel_wq_op {
+	/* in */
+	__u8 opcode;		/* any value: the device judges it */
+	__u8 reserved0[3];
+	__u32 flags;		/* VSVM_WQ_OP_* */
+	__u32 len;		/* LEN: bytes, or BATCH descriptor count */
+	__u32 batch_ops;	/* BATCH: number of following ops forming its list */
+	__u32 src_off;
+	__u32 dst_off;
+	__u64 pattern;		/* FILL */
+	__u32 pasid;		/* with VSVM_WQ_OP_PASID */
+	/* out */
+	__u32 ring_slot;	/* ring slot of the descriptor (of its BATCH inside one) */
+	__u32 batch_index;	/* index in its batch, or VSVM_WQ_NOT_IN_BATCH */
+	__u8 status;		/* record STATUS; 0: the device wrote no record */
+	__u8 fault_info;	/* VSVM_WQ_FI_* */
+	__u16 reserved1;
+	__u32 bytes_completed;
+	__u32 reserved2;
+	__u64 fault_addr;
+	__u64 result;		/* COMPARE: 0 equal, 1 different */
+	__u64 completion_addr;	/* COMPLETION as submitted (bus address) */
+};
+
+/* vsvm_accel_wq_run.flags */
+#define VSVM_WQ_RUN_DOORBELL_EACH	(1u << 0)	/* write TAIL after every descriptor */
+#define VSVM_WQ_RUN_RESTART		(1u << 1)	/* disable and re-enable the queue first */
+#define VSVM_WQ_RUN_BAD_DOORBELL	(1u << 2)	/* first write TAIL = WQ_SIZE (BAD_TAIL) */
+#define VSVM_WQ_RUN_FLAGS		0x7u
+
+/*
+ * A run: data_len bytes from user_data go to arena byte 0, the ops are
+ * submitted (one doorbell, or one per descriptor), then a NOP fence with a
+ * record and a completion interrupt. The driver sleeps until the completion
+ * interrupt shows the fence done (the queue runs in order, so every op is done
+ * then), waits for the error interrupt too when SWERR or a record reports an
+ * error, reads and clears SWERR, and copies the arena's first data_len bytes
+ * back to user_data and the ops (with their outputs) back to user_ops.
+ * A device error is not an ioctl error: look at the statuses and swerr.
+ * -ETIMEDOUT: the fence's completion interrupt never came (details in dmesg).
+ */
+struct vsvm_accel_wq_run {
+	__u64 user_ops;		/* in/out: nops struct vsvm_accel_wq_op */
+	__u64 user_data;	/* in/out: arena image, data_len bytes */
+	__u32 nops;		/* in: 1 ..= VSVM_ACCEL_WQ_MAX_OPS */
+	__u32 data_len;		/* in: 0 ..= VSVM_ACCEL_WQ_ARENA */
+	__u32 flags;		/* in: VSVM_WQ_RUN_* */
+	/* out */
+	__u32 completion_irqs;	/* queue vector interrupts taken during the run */
+	__u32 error_irqs;	/* error vector interrupts taken during the run */
+	__u32 descs_done;	/* WQ_DONE delta: ring descriptors completed, fence included */
+	__u64 swerr;		/* SWERR after the run (then cleared) */
+	__u64 swerr_addr;	/* SWERR_ADDR after the run */
+	__u64 arena_addr;	/* bus address of arena byte 0 */
+	__u64 ns;		/* first doorbell to the fence's interrupt */
+};
+
 #define VSVM_ACCEL_IOC_MAGIC	0xac
 #define VSVM_ACCEL_IOC_INFO	_IOR(VSVM_ACCEL_IOC_MAGIC, 0, struct vsvm_accel_info)
 #define VSVM_ACCEL_IOC_COPY	_IOWR(VSVM_ACCEL_IOC_MAGIC, 1, struct vsvm_accel_copy)
 #define VSVM_ACCEL_IOC_BENCH	_IOWR(VSVM_ACCEL_IOC_MAGIC, 2, struct vsvm_accel_bench)
+#define VSVM_ACCEL_IOC_WQ_RUN	_IOWR(VSVM_ACCEL_IOC_MAGIC, 3, struct vsvm_accel_wq_run)
 
 #endif /* VSVM_ACCEL_UAPI_H */
