@@ -55,6 +55,8 @@ const SEEDS: [u64; 8] = [
 const OPS: u64 = 600;
 /// PASIDs a seed picks 2 or 3 of (the largest one included).
 const PASID_CHOICES: [u32; 5] = [1, 5, 0x42, 0x9_abcd, 0xf_ffff];
+/// Outstanding page requests a seed's driver allocates: few makes requesters wait for credits.
+const PRI_ALLOCATIONS: [u32; 4] = [1, 2, 4, 512];
 /// The IOMMU answers page requests nobody answers after this.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(50);
 /// A whole seed taking longer than this is a hang.
@@ -237,8 +239,9 @@ fn run_seed(
             pasids.push(p);
         }
     }
+    let pri_allocation = rng.pick(&PRI_ALLOCATIONS);
     let panics_before = PANICS.load(Ordering::SeqCst);
-    let world = World::new(&pasids, RESPONSE_TIMEOUT, &mut rng);
+    let world = World::new(&pasids, pri_allocation, RESPONSE_TIMEOUT, &mut rng);
     let _ = made.send(world.clone());
     let resolver = handler::spawn(world.clone(), seed);
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,7 +270,7 @@ fn run_seed(
         ));
     }
     let summary = format!(
-        "seed {seed:#x}: PASIDs {pasids:x?}, {:?}, FLRs {}, guest {:?}, faults {:?}, jobs {:?}",
+        "seed {seed:#x}: PASIDs {pasids:x?}, PRI allocation {pri_allocation}, {:?}, FLRs {}, guest {:?}, faults {:?}, jobs {:?}",
         started.elapsed(),
         world.dev().flrs,
         world.guest().stats,
@@ -357,6 +360,7 @@ fn test_stress_random_jobs_under_mutation_keep_every_invariant() {
             pasids: true,
             ats: true,
             queues: true,
+            pri: true,
             flrs: 2,
         },
     });

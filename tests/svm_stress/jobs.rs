@@ -62,6 +62,8 @@ pub enum Expect {
     Data,
     /// BATCH: SUCCESS or BATCH_FAIL.
     Batch,
+    /// BATCH with its list in the arena: also PAGE_FAULT in the list.
+    BatchFromArena,
     /// No record, a software error with this code.
     Swerr(Status),
     /// No record asked for, nothing to expect.
@@ -125,6 +127,10 @@ pub struct Job {
     pub healthy: bool,
     /// Its PASID's disturbance count at submission.
     pub disturb: u64,
+    /// PRI was enabled at submission, and `Dev::pri_events` then.
+    pub pri: (bool, u64),
+    /// PRI was off at some point of its life (set when final).
+    pub pri_disturbed: bool,
     pub submitted: Instant,
     /// SWERR codes seen for its ring slot.
     pub swerr: Vec<u8>,
@@ -519,7 +525,7 @@ impl Jobs {
         pages: &mut Vec<(Option<u32>, usize)>,
         id: u64,
         pasids: &[u32],
-    ) -> Option<(Op, Vec<Op>, usize)> {
+    ) -> Option<(Op, Vec<Op>, Option<usize>)> {
         let lists = self.lists.get_mut(&p)?;
         if lists.is_empty() {
             return None;
@@ -566,22 +572,52 @@ impl Jobs {
             self.lists.get_mut(&p).unwrap().push(slot);
             return None;
         }
-        let list = LISTS_VA + slot as u64 * LIST_LEN * DESCRIPTOR_SIZE;
-        for (i, sub) in subs.iter().enumerate() {
-            let at = guest.list_gpa(p, list + i as u64 * DESCRIPTOR_SIZE);
-            guest.ram.mem.write(Gpa(at), sub.desc.as_bytes()).unwrap();
-        }
+        let bytes: Vec<u8> = subs
+            .iter()
+            .flat_map(|s| s.desc.as_bytes().to_vec())
+            .collect();
+        // Now and then the list lives in the arena, where reading it may fault.
+        let in_arena = self.rng.chance(20);
+        let list = if in_arena {
+            self.lists.get_mut(&p).unwrap().push(slot);
+            let at = self.range(Some(p), bytes.len() as u64 + DESCRIPTOR_SIZE, pages)?;
+            let list = at.next_multiple_of(DESCRIPTOR_SIZE);
+            let holds = Self::write(guest, Some(p), list, &bytes);
+            for (sub, seen) in subs.iter_mut().zip(holds.chunks(DESCRIPTOR_SIZE as usize)) {
+                if seen != sub.desc.as_bytes() {
+                    // A zapped page: the device will read a NOP without record.
+                    sub.expect = Expect::Quiet;
+                    sub.check = Check::None;
+                }
+            }
+            list
+        } else {
+            let list = LISTS_VA + slot as u64 * LIST_LEN * DESCRIPTOR_SIZE;
+            guest
+                .ram
+                .mem
+                .write(Gpa(guest.list_gpa(p, list)), &bytes)
+                .unwrap();
+            list
+        };
         let record = self.record(guest, Some(p));
         let Some(record) = record else {
             for sub in subs {
                 self.release_op(guest, Some(p), sub);
             }
-            self.lists.get_mut(&p).unwrap().push(slot);
+            if !in_arena {
+                self.lists.get_mut(&p).unwrap().push(slot);
+            }
             return None;
         };
         let desc = Descriptor::batch(list, subs.len() as u32);
-        let op = Self::op(desc, Some(record), Expect::Batch, Kind::Batch);
-        Some((op, subs, slot))
+        let mut op = Self::op(desc, Some(record), Expect::Batch, Kind::Batch);
+        if in_arena {
+            op.expect = Expect::BatchFromArena;
+            op.ranges = vec![(list, bytes.len() as u64)];
+            op.touches = Self::touches(guest, p, &op.ranges);
+        }
+        Some((op, subs, (!in_arena).then_some(slot)))
     }
 
     fn release_op(&mut self, guest: &Guest, key: Option<u32>, op: Op) {
@@ -623,7 +659,7 @@ impl Jobs {
                 .map(|op| (op, Vec::new(), None)),
             (JobSpace::Tagged(p), Kind::Batch) => self
                 .batch_op(guest, p, &mut pages, id, pasids)
-                .map(|(op, subs, slot)| (op, subs, Some(slot))),
+                .map(|(op, subs, slot)| (op, subs, slot)),
             (_, Kind::MisalignedRecord) => {
                 let mut op = self.bad_op(guest, key, Kind::Nop)?;
                 op.desc.completion += self.rng.pick(&[4, 8, 16, 24]);
@@ -720,6 +756,8 @@ impl Jobs {
             pages: pages.clone(),
             healthy,
             disturb,
+            pri: (dev.pri, dev.pri_events),
+            pri_disturbed: false,
             submitted: Instant::now(),
             swerr: Vec::new(),
             overflowed: false,
@@ -753,6 +791,10 @@ fn allowed(expect: Expect, disturbed: bool) -> Vec<Status> {
         ),
         Expect::Batch => (
             vec![Status::Success, Status::BatchFail],
+            vec![Status::Aborted, Status::TranslationError],
+        ),
+        Expect::BatchFromArena => (
+            vec![Status::Success, Status::BatchFail, Status::PageFault],
             vec![Status::Aborted, Status::TranslationError],
         ),
         Expect::Swerr(_) | Expect::Quiet => (vec![], vec![]),
@@ -831,7 +873,8 @@ impl Jobs {
                 .filter(|_| job.top.desc.completion_aligned())
                 .is_some_and(|r| read_record(&guest, &r).status != 0);
             if !current || processed || has_status {
-                let job = self.pending.swap_remove(i);
+                let mut job = self.pending.swap_remove(i);
+                job.pri_disturbed = job.pri != (true, dev.pri_events);
                 let disturbed = !job.healthy
                     || !current
                     || match job.space {
@@ -871,9 +914,18 @@ impl Jobs {
             self.outcomes.insert(job.id, top.map_or(0, Status::code));
         }
         let batch_status = top.filter(|_| job.top.kind == Kind::Batch);
+        // A list in the arena the mutator changed may have been read as NOPs.
+        let list_stable = job.top.expect != Expect::BatchFromArena
+            || key.is_some_and(|p| {
+                let touches = &job.top.touches;
+                touches.iter().all(|&(i, t)| guest.touches(p, i) == t)
+            });
         for (i, sub) in job.subs.iter().enumerate() {
             let what = format!("{what}, batch descriptor {i}");
             let sub_status = self.check_op(world, guest, sub, &job, disturbed, false, &what);
+            if !list_stable || sub.expect == Expect::Quiet {
+                continue;
+            }
             match (batch_status, sub_status) {
                 (Some(Status::Success), s) if s != Some(Status::Success) => world.fail(format!(
                     "{what}: the batch succeeded but this descriptor has status {s:?}"
@@ -888,6 +940,7 @@ impl Jobs {
         }
         if batch_status == Some(Status::BatchFail)
             && !disturbed
+            && list_stable
             && job
                 .subs
                 .iter()
@@ -976,7 +1029,11 @@ impl Jobs {
             ));
             return None;
         };
-        if !allowed(op.expect, disturbed).contains(&status) {
+        let mut ok = allowed(op.expect, disturbed);
+        if job.pri_disturbed && matches!(op.expect, Expect::Data | Expect::BatchFromArena) {
+            ok.push(Status::PriUnavailable);
+        }
+        if !ok.contains(&status) {
             world.fail(format!(
                 "{what}: status {status:?} where {:?} was expected (record {record:?})",
                 op.expect
@@ -1001,7 +1058,9 @@ impl Jobs {
         let len = u64::from(op.desc.len);
         let in_ranges = |addr: u64| op.ranges.iter().any(|&(a, l)| (a..a + l).contains(&addr));
         match status {
-            Status::PageFault | Status::TranslationError if op.expect == Expect::Data => {
+            Status::PageFault | Status::TranslationError | Status::PriUnavailable
+                if matches!(op.expect, Expect::Data | Expect::BatchFromArena) =>
+            {
                 if !in_ranges(r.fault_addr) {
                     world.fail(format!(
                         "{what}: {status:?} at {:#x}, outside the job's ranges {:x?}",

@@ -24,6 +24,8 @@ pub struct Mix {
     pub pasids: bool,
     pub ats: bool,
     pub queues: bool,
+    /// PRI Enable toggles.
+    pub pri: bool,
     /// FLRs per run at most.
     pub flrs: u32,
 }
@@ -37,11 +39,12 @@ enum Action {
     Flush,
     Pasid,
     Ats,
+    Pri,
     Queue,
     Flr,
 }
 
-const ACTIONS: [(Action, u64); 9] = [
+const ACTIONS: [(Action, u64); 10] = [
     (Action::Zap, 18),
     (Action::Swap, 18),
     (Action::Protect, 10),
@@ -49,6 +52,7 @@ const ACTIONS: [(Action, u64); 9] = [
     (Action::Flush, 1),
     (Action::Pasid, 3),
     (Action::Ats, 2),
+    (Action::Pri, 1),
     (Action::Queue, 1),
     (Action::Flr, 1),
 ];
@@ -58,6 +62,7 @@ fn enabled(mix: &Mix, action: Action) -> bool {
         Action::Zap | Action::Swap | Action::Protect | Action::Map | Action::Flush => mix.pages,
         Action::Pasid => mix.pasids,
         Action::Ats => mix.ats,
+        Action::Pri => mix.pri,
         Action::Queue => mix.queues,
         Action::Flr => mix.flrs > 0,
     }
@@ -158,6 +163,13 @@ fn step(
             let on = !dev.ats;
             world.trace(format!("ATS Enable {on}"));
             dev.set_ats(on);
+        }
+        Action::Pri => {
+            // Off for a moment: block-on-fault jobs that need a page then fail.
+            world.trace("PRI Enable off and on".into());
+            world.dev().set_pri(false);
+            thread::sleep(Duration::from_micros(rng.between(100, 3000)));
+            world.dev().set_pri(true);
         }
         Action::Queue => {
             let wq = rng.below(2) as usize;

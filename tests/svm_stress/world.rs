@@ -17,6 +17,7 @@ use vsvm::iommu::{
 };
 use vsvm::mem::GuestMemory;
 use vsvm::pci::caps::ats::EXT_CAP_ID_ATS;
+use vsvm::pci::caps::pri::EXT_CAP_ID_PRI;
 use vsvm::vfio_user::{Device, DmaMapRequest};
 use vsvm::vtd::piommu::PhysicalIommu;
 use vsvm::vtd::VtdConfig;
@@ -46,6 +47,10 @@ pub const HANG: Duration = Duration::from_secs(5);
 /// ATS Control (PCIe 6.0 §10.5.1.3): offset in the capability, Enable bit.
 const ATS_CONTROL: u64 = 6;
 const ATS_ENABLE: u16 = 1 << 15;
+/// PRI Control and Outstanding Page Request Allocation (PCIe 6.0 §10.5.2.2, .5).
+const PRI_CONTROL: u64 = 4;
+const PRI_ENABLE: u16 = 1 << 0;
+const PRI_ALLOC: u64 = 0xc;
 /// Events kept for a failure report.
 const TRACE: usize = 48;
 /// Recently used pages the mutator aims at.
@@ -90,6 +95,11 @@ pub struct Dev {
     pub resets: u64,
     pub ats: bool,
     pub flrs: u32,
+    /// Outstanding page requests the driver allocates.
+    pub pri_allocation: u32,
+    pub pri: bool,
+    /// Bumped when PRI Enable changes (or FLR): jobs then may fail PRI_UNAVAILABLE.
+    pub pri_events: u64,
 }
 
 impl Dev {
@@ -138,6 +148,24 @@ impl Dev {
         self.ats = on;
     }
 
+    /// PRI: the allocation, then Enable as `on` says (Linux `pci_enable_pri`).
+    pub fn set_pri(&mut self, on: bool) {
+        let pri = self.drv.ext_cap(EXT_CAP_ID_PRI);
+        self.drv.cfg_write32(pri + PRI_ALLOC, self.pri_allocation);
+        self.drv
+            .cfg_write16(pri + PRI_CONTROL, if on { PRI_ENABLE } else { 0 });
+        self.pri = on;
+        self.pri_events += 1;
+    }
+
+    /// PASID (privileged mode too), ATS and PRI, in the order Linux enables them for SVA.
+    fn enable_caps(&mut self) {
+        self.drv.enable_pasid_cap(true);
+        self.drv.enable_ats();
+        self.ats = true;
+        self.set_pri(true);
+    }
+
     /// A function-level reset, then the driver's probe again: PASIDs the guest had enabled
     /// are enabled again.
     pub fn flr(&mut self) -> Result<(), String> {
@@ -155,8 +183,7 @@ impl Dev {
         self.drv.set_command(true);
         let errctl = ErrCtl::new().with_irq_enable(true).with_vector(VECTOR_ERR);
         self.drv.write32(offset::ERRCTL, errctl.into_bits());
-        self.drv.enable_svm_caps();
-        self.ats = true;
+        self.enable_caps();
         for (wq, block) in BLOCK_ON_FAULT.into_iter().enumerate() {
             self.drv.enable_wq(wq, block);
         }
@@ -191,9 +218,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl World {
-    /// The rig for `pasids`, every PASID bound and enabled, both queues enabled, page
-    /// requests timing out after `timeout`.
-    pub fn new(pasids: &[u32], timeout: Duration, rng: &mut Rng) -> Arc<Self> {
+    /// The rig for `pasids`, every PASID bound and enabled, both queues enabled, PRI with
+    /// `pri_allocation` outstanding requests, page requests timing out after `timeout`.
+    pub fn new(pasids: &[u32], pri_allocation: u32, timeout: Duration, rng: &mut Rng) -> Arc<Self> {
         let memfd = common_vtd::ram::sealed_memfd(RAM_SIZE);
         let mem = GuestMemory::new();
         let map = DmaMapRequest {
@@ -212,32 +239,34 @@ impl World {
         ));
         let ep =
             accel::endpoint_svm(accel::VENDOR_ID, accel::DEVICE_ID, iommu.clone(), DEV).unwrap();
-        let mut drv = AccelDriver::new(ep, memfd, RAM_SIZE, RINGS);
+        let drv = AccelDriver::new(ep, memfd, RAM_SIZE, RINGS);
         let mut ram = GuestRam::with_memory(mem, RAM_SIZE);
         ram.skip_to(HEAP);
         let guest = Guest::new(ram, pasids, 25, rng);
         let handler = Arc::new(Handler::default());
         iommu.register_fault_handler(DEV, handler.clone()).unwrap();
-        drv.enable_svm_caps();
-        let mut states = BTreeMap::new();
-        for &p in pasids {
-            let target = BindTarget::GuestPageTable(guest.page_table(p));
-            iommu.bind(DEV, pasid(p), target).unwrap();
-            drv.pasid_ctl(p, true);
-            states.insert(p, PasidState::Healthy);
-        }
-        for (wq, block) in BLOCK_ON_FAULT.into_iter().enumerate() {
-            drv.enable_wq(wq, block);
-        }
-        let dev = Dev {
+        let mut dev = Dev {
             drv,
             queues: Default::default(),
-            pasids: states,
+            pasids: BTreeMap::new(),
             disturbs: BTreeMap::new(),
             resets: 0,
             ats: true,
             flrs: 0,
+            pri_allocation,
+            pri: false,
+            pri_events: 0,
         };
+        dev.enable_caps();
+        for &p in pasids {
+            let target = BindTarget::GuestPageTable(guest.page_table(p));
+            iommu.bind(DEV, pasid(p), target).unwrap();
+            dev.drv.pasid_ctl(p, true);
+            dev.pasids.insert(p, PasidState::Healthy);
+        }
+        for (wq, block) in BLOCK_ON_FAULT.into_iter().enumerate() {
+            dev.drv.enable_wq(wq, block);
+        }
         Arc::new(World {
             iommu,
             dev: Mutex::new(dev),
