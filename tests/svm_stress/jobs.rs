@@ -657,9 +657,7 @@ impl Jobs {
             (_, Kind::UntaggedNop) => self
                 .bad_op(guest, None, Kind::Nop)
                 .map(|op| (op, Vec::new(), None)),
-            (JobSpace::Tagged(p), Kind::Batch) => self
-                .batch_op(guest, p, &mut pages, id, pasids)
-                .map(|(op, subs, slot)| (op, subs, slot)),
+            (JobSpace::Tagged(p), Kind::Batch) => self.batch_op(guest, p, &mut pages, id, pasids),
             (_, Kind::MisalignedRecord) => {
                 let mut op = self.bad_op(guest, key, Kind::Nop)?;
                 op.desc.completion += self.rng.pick(&[4, 8, 16, 24]);
