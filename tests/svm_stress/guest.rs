@@ -25,6 +25,9 @@ pub const ARENA_VA: u64 = 0x7f10_0000_0000;
 pub const ARENA_PAGES: usize = 32;
 /// A page no descriptor names: it must keep its pattern.
 pub const CANARY_VA: u64 = 0x7f18_0000_0000;
+/// The PASID bound with supervisor requests allowed (SRE, with WPE: supervisor writes honour
+/// read-only pages); the others refuse privileged requests.
+pub const SUPERVISOR_PASID: u32 = 0xf_ffff;
 
 /// What backs an arena page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,9 +171,13 @@ impl Guest {
 
     /// The table `bind` takes for `pasid`.
     pub fn page_table(&self, pasid: u32) -> PageTable {
-        self.proc(pasid)
-            .process
-            .page_table(FirstStageFlags::default())
+        let supervisor = pasid == SUPERVISOR_PASID;
+        let flags = FirstStageFlags {
+            supervisor,
+            write_protect: supervisor,
+            ..FirstStageFlags::default()
+        };
+        self.proc(pasid).process.page_table(flags)
     }
 
     /// GPA of the record at `va` (in the records pages).

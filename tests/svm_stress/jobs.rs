@@ -16,8 +16,8 @@ use vsvm::mem::Gpa;
 
 use crate::accel_driver::{pattern, AccelDriver};
 use crate::common_vtd::PAGE;
-use crate::guest::RECORD_PAGES;
 use crate::guest::{arena_page, Guest, ARENA_PAGES, ARENA_VA, LISTS_VA, LIST_PAGES, RECORDS_VA};
+use crate::guest::{RECORD_PAGES, SUPERVISOR_PASID};
 use crate::rng::Rng;
 use crate::world::UNTAGGED_SCRATCH_PAGES;
 use crate::world::{Dev, World, UNTAGGED_RECORDS, UNTAGGED_RECORD_PAGES, UNTAGGED_SCRATCH};
@@ -146,6 +146,8 @@ pub enum Kind {
     Compare,
     Nop,
     Batch,
+    /// A MEMMOVE or FILL with PRIV.
+    Privileged,
     NoRecord,
     BadOpcode,
     BadFlags,
@@ -163,12 +165,13 @@ pub enum Kind {
     PrivWithoutPasid,
 }
 
-const TAGGED_KINDS: [(Kind, u64); 15] = [
+const TAGGED_KINDS: [(Kind, u64); 16] = [
     (Kind::Memmove, 30),
     (Kind::Fill, 14),
     (Kind::Compare, 10),
     (Kind::Nop, 4),
     (Kind::Batch, 10),
+    (Kind::Privileged, 4),
     (Kind::NoRecord, 3),
     (Kind::BadOpcode, 2),
     (Kind::BadFlags, 2),
@@ -646,6 +649,18 @@ impl Jobs {
                 };
                 let mut op = Self::op(Descriptor::nop(), None, Expect::Swerr(status), kind);
                 op.desc = op.desc.with_completion(RECORDS_VA);
+                Some((op, Vec::new(), None))
+            }
+            (JobSpace::Tagged(p), Kind::Privileged) => {
+                let kind = self.rng.pick(&[Kind::Memmove, Kind::Fill]);
+                let mut op = self.data_op(guest, key, kind, &mut pages, id)?;
+                op.desc = op.desc.privileged();
+                op.kind = Kind::Privileged;
+                if p != SUPERVISOR_PASID {
+                    // Refused for good (no SRE); the record write is privileged too.
+                    op.expect = Expect::Swerr(Status::CompletionFault);
+                    op.check = Check::None;
+                }
                 Some((op, Vec::new(), None))
             }
             (_, Kind::Memmove | Kind::Fill | Kind::Compare | Kind::NoRecord) => self
