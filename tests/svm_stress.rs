@@ -22,6 +22,8 @@ mod handler;
 mod jobs;
 #[path = "svm_stress/mutator.rs"]
 mod mutator;
+#[path = "svm_stress/resolve.rs"]
+mod resolve;
 #[path = "svm_stress/rng.rs"]
 mod rng;
 #[path = "svm_stress/world.rs"]
