@@ -36,8 +36,7 @@ use vsvm::iommu::{
     Granularity, HostIommu, IommuFault, PageRequest, PageResponse, PageResponseCode, Pasid,
     TranslateFailure, UnrecoverableFault, UnrecoverableReason,
 };
-use vsvm::mem::{Gpa, GuestMemory};
-use vsvm::vfio_user::DmaMapRequest;
+use vsvm::mem::Gpa;
 use vsvm::vtd::piommu::PhysicalIommu;
 use vsvm::vtd::VtdConfig;
 
@@ -289,17 +288,7 @@ impl E2e {
     /// `timeout`, on one memfd; PASID, ATS and PRI enabled; processes A and B bound and
     /// their PASIDs enabled in the device; the guest resolves page requests.
     fn with_timeout(timeout: Duration) -> Self {
-        let memfd = common_vtd::ram::sealed_memfd(RAM_SIZE);
-        let mem = GuestMemory::new();
-        let map = DmaMapRequest {
-            address: 0,
-            size: RAM_SIZE,
-            fd_offset: 0,
-            readable: true,
-            writable: true,
-        };
-        mem.map(&map, Some(memfd.try_clone().unwrap().into()))
-            .unwrap();
+        let (memfd, mem) = common_vtd::ram::shared_guest_memory(RAM_SIZE);
         let config = VtdConfig::default();
         let iommu = Arc::new(PhysicalIommu::with_timeout(config, mem.clone(), timeout));
         let ep =

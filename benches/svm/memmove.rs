@@ -18,7 +18,6 @@ use vsvm::devices::accel::completion::Status;
 use vsvm::devices::accel::descriptor::{Descriptor, DESCRIPTOR_SIZE};
 use vsvm::iommu::{Access, BindTarget, DeviceId, FirstStageFlags, HostIommu, Pasid};
 use vsvm::mem::{Gpa, GuestMemory};
-use vsvm::vfio_user::DmaMapRequest;
 use vsvm::vtd::piommu::PhysicalIommu;
 use vsvm::vtd::VtdConfig;
 
@@ -107,17 +106,7 @@ fn map_buffer(ram: &mut GuestRam, process: &Process, va: u64, paging: Paging) ->
 
 impl Rig {
     pub fn new(paging: Paging) -> Self {
-        let memfd = ram::sealed_memfd(RAM_SIZE);
-        let mem = GuestMemory::new();
-        let map = DmaMapRequest {
-            address: 0,
-            size: RAM_SIZE,
-            fd_offset: 0,
-            readable: true,
-            writable: true,
-        };
-        mem.map(&map, Some(memfd.try_clone().unwrap().into()))
-            .unwrap();
+        let (memfd, mem) = ram::shared_guest_memory(RAM_SIZE);
         let iommu = Arc::new(PhysicalIommu::new(VtdConfig::default(), mem.clone()));
         let ep =
             accel::endpoint_svm(accel::VENDOR_ID, accel::DEVICE_ID, iommu.clone(), DEV).unwrap();

@@ -18,6 +18,13 @@ pub fn sealed_memfd(size: u64) -> File {
 
 /// Guest memory with one read-write memfd map of `size` bytes at GPA 0.
 pub fn guest_memory(size: u64) -> GuestMemory {
+    shared_guest_memory(size).1
+}
+
+/// Like [`guest_memory`], and the memfd too: for a device's DMA map of the same RAM (a second
+/// client-side view, as QEMU sends the same fd to every function).
+pub fn shared_guest_memory(size: u64) -> (File, GuestMemory) {
+    let memfd = sealed_memfd(size);
     let mem = GuestMemory::new();
     let request = DmaMapRequest {
         address: 0,
@@ -26,6 +33,7 @@ pub fn guest_memory(size: u64) -> GuestMemory {
         readable: true,
         writable: true,
     };
-    mem.map(&request, Some(sealed_memfd(size).into())).unwrap();
-    mem
+    mem.map(&request, Some(memfd.try_clone().unwrap().into()))
+        .unwrap();
+    (memfd, mem)
 }

@@ -15,10 +15,9 @@ use vsvm::devices::accel::regs::{offset, wq_offset, ErrCtl, WqCtrl};
 use vsvm::iommu::{
     BindTarget, CacheInvalidate, CacheType, DeviceId, Granularity, HostIommu, Pasid,
 };
-use vsvm::mem::GuestMemory;
 use vsvm::pci::caps::ats::EXT_CAP_ID_ATS;
 use vsvm::pci::caps::pri::EXT_CAP_ID_PRI;
-use vsvm::vfio_user::{Device, DmaMapRequest};
+use vsvm::vfio_user::Device;
 use vsvm::vtd::piommu::PhysicalIommu;
 use vsvm::vtd::VtdConfig;
 
@@ -221,17 +220,7 @@ impl World {
     /// The rig for `pasids`, every PASID bound and enabled, both queues enabled, PRI with
     /// `pri_allocation` outstanding requests, page requests timing out after `timeout`.
     pub fn new(pasids: &[u32], pri_allocation: u32, timeout: Duration, rng: &mut Rng) -> Arc<Self> {
-        let memfd = common_vtd::ram::sealed_memfd(RAM_SIZE);
-        let mem = GuestMemory::new();
-        let map = DmaMapRequest {
-            address: 0,
-            size: RAM_SIZE,
-            fd_offset: 0,
-            readable: true,
-            writable: true,
-        };
-        mem.map(&map, Some(memfd.try_clone().unwrap().into()))
-            .unwrap();
+        let (memfd, mem) = common_vtd::ram::shared_guest_memory(RAM_SIZE);
         let iommu = Arc::new(PhysicalIommu::with_timeout(
             VtdConfig::default(),
             mem.clone(),
