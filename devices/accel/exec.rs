@@ -171,11 +171,17 @@ impl<'a> Job<'a> {
     }
 
     fn translate(&self, addr: u64, write: bool) -> Result<Xlat, Fail> {
-        svm::translate(
+        self.translate_run(addr, write, 0)
+    }
+
+    /// Translates `addr` and how far on (about `max` bytes) it stays contiguous.
+    fn translate_run(&self, addr: u64, write: bool, max: u64) -> Result<Xlat, Fail> {
+        svm::translate_run(
             self.core.svm.as_ref(),
             self.space,
             addr,
             self.space.access(write),
+            max,
         )
         .map_err(Fail::Miss)
     }
@@ -291,21 +297,23 @@ impl<'a> Job<'a> {
         Ok(c)
     }
 
-    /// The source and destination translations of byte `done` of a copy (counted from the end
-    /// when `backward`): `next` when it holds them (translated for the same byte under the
-    /// same fence), else fresh ones.
+    /// The source and destination translations of byte `offset` of a copy: `next` when it
+    /// holds them (translated for the same byte under the same fence), else fresh ones, each
+    /// with how far it stays contiguous up to `ahead` bytes (0 for a backward copy, which
+    /// goes page by page).
     fn pair(
         &self,
         src: u64,
         dst: u64,
         offset: u64,
+        ahead: u64,
         next: &mut Option<(u64, Xlat, Xlat)>,
     ) -> Result<(Xlat, Xlat), Fail> {
         match next.take() {
             Some((at, s, d)) if at == offset => Ok((s, d)),
             _ => Ok((
-                self.translate(src + offset, false)?,
-                self.translate(dst + offset, true)?,
+                self.translate_run(src + offset, false, ahead)?,
+                self.translate_run(dst + offset, true, ahead)?,
             )),
         }
     }
@@ -326,8 +334,12 @@ impl<'a> Job<'a> {
         let mut done = done;
         while done < len {
             // Forward: the next byte is `done`; backward: the last byte not yet copied.
-            let offset = if backward { len - done - 1 } else { done };
-            let (s, d) = match (self.pair(src, dst, offset, next), run) {
+            let (offset, ahead) = if backward {
+                (len - done - 1, 0)
+            } else {
+                (done, len - done)
+            };
+            let (s, d) = match (self.pair(src, dst, offset, ahead, next), run) {
                 (Ok(pair), _) => pair,
                 (Err(fail), None) => return Err(fail),
                 (Err(_), Some(run)) => return Ok(run),

@@ -161,6 +161,9 @@ pub struct Xlat {
     pub gpa: u64,
     /// Size of the naturally aligned page holding it (a power of two).
     pub page_size: u64,
+    /// Bytes from the address on known to be contiguous in both spaces (0: only to the end
+    /// of the page).
+    pub extent: u64,
 }
 
 impl Xlat {
@@ -168,9 +171,10 @@ impl Xlat {
         self.addr & (self.page_size - 1)
     }
 
-    /// Bytes from the address to the end of its page.
+    /// Bytes from the address on that this translation covers: to the end of its page, or
+    /// the whole contiguous run it was found in.
     pub fn forward(&self) -> u64 {
-        self.page_size - self.offset()
+        (self.page_size - self.offset()).max(self.extent)
     }
 
     /// Bytes from the start of its page up to and including the address.
@@ -193,6 +197,18 @@ pub struct Miss {
 /// Translates `addr` of `space` for `access`. Call with the ATS fence held and keep it while
 /// the result is in use.
 pub fn translate(svm: Option<&Svm>, space: Space, addr: u64, access: Access) -> Result<Xlat, Miss> {
+    translate_run(svm, space, addr, access, 0)
+}
+
+/// Translates `addr` as [`translate`] does, and finds how far on (up to about `max` bytes)
+/// the translation stays contiguous, from the ATC in one lookup ([`Ats::translate_run`]).
+pub fn translate_run(
+    svm: Option<&Svm>,
+    space: Space,
+    addr: u64,
+    access: Access,
+    max: u64,
+) -> Result<Xlat, Miss> {
     let miss = |unrecoverable| Miss {
         addr,
         access,
@@ -204,12 +220,13 @@ pub fn translate(svm: Option<&Svm>, space: Space, addr: u64, access: Access) -> 
                 addr,
                 gpa: addr,
                 page_size: PAGE_SIZE,
+                extent: max,
             })
         }
         (Some(svm), space) => (svm, space.pasid()),
     };
-    match svm.ats.translate(pasid, addr, access) {
-        Ok(t) if t.perms.allow(access) => {
+    match svm.ats.translate_run(pasid, addr, access, max) {
+        Ok((t, extent)) if t.perms.allow(access) => {
             // A page size that is no power of two is an IOMMU bug; the 4 KiB page around the
             // address is still right.
             let page_size = if t.page_size.is_power_of_two() && t.page_size >= PAGE_SIZE {
@@ -221,6 +238,7 @@ pub fn translate(svm: Option<&Svm>, space: Space, addr: u64, access: Access) -> 
                 addr,
                 gpa: t.output,
                 page_size,
+                extent,
             })
         }
         Ok(_) | Err(TranslateFailure::NotPresent) => Err(miss(false)),
@@ -238,6 +256,7 @@ mod tests {
             addr: 0x1_2345,
             gpa: 0x9_9345,
             page_size: 0x1000,
+            extent: 0,
         };
         assert_eq!(x.forward(), 0xcbb);
         assert_eq!(x.backward(), 0x346);

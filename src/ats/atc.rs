@@ -213,6 +213,41 @@ impl Atc {
         }
     }
 
+    /// Looks up `addr` as [`Atc::lookup`] does and, on a hit, how far the translation runs
+    /// on: the bytes from `addr` that cached entries allowing `access` map contiguously in
+    /// both input and output, stopping at the first gap or once `max` bytes are covered (the
+    /// last page may reach beyond `max`). Every page of the run counts as a hit; one lock
+    /// serves the whole run, so a device copying many pages asks once per run, not per page.
+    pub fn lookup_run(
+        &self,
+        pasid: Option<Pasid>,
+        addr: u64,
+        access: Access,
+        max: u64,
+    ) -> (AtcLookup, u64) {
+        let space = Space::new(pasid, access.privileged);
+        let mut inner = self.lock();
+        let Some(first) = inner.probe(space, addr, access) else {
+            inner.misses += 1;
+            return (AtcLookup::Miss(AtcTicket(inner.generation)), 0);
+        };
+        inner.hits += 1;
+        let mut extent = first.page_size - (addr & (first.page_size - 1));
+        while extent < max {
+            let Some(next) = addr.checked_add(extent) else {
+                break;
+            };
+            match inner.probe(space, next, access) {
+                Some(t) if t.output == first.output.wrapping_add(extent) => {
+                    inner.hits += 1;
+                    extent += t.page_size - (next & (t.page_size - 1));
+                }
+                _ => break,
+            }
+        }
+        (AtcLookup::Hit(first), extent)
+    }
+
     /// Caches `translation` of `addr` for requests with `pasid` and `access`'s privilege,
     /// unless an invalidation ran since the miss of `ticket` or the page size is not a power
     /// of two of at least 4 KiB. Returns whether it was cached. A full cache is emptied first.
@@ -292,6 +327,28 @@ impl Atc {
 }
 
 impl Inner {
+    /// The cached translation of `addr` in `space` if it allows `access` (smallest page size
+    /// first; a hit counts nothing: the caller does).
+    #[inline]
+    fn probe(&self, space: Space, addr: u64, access: Access) -> Option<IoTranslation> {
+        let (shift, entry) = self.classes.iter().find_map(|class| {
+            if class.map.is_empty() {
+                return None;
+            }
+            let key = Key {
+                space,
+                page: addr >> class.shift,
+            };
+            class.map.get(&key).map(|entry| (class.shift, *entry))
+        })?;
+        let size = 1u64 << shift;
+        entry.perms.allow(access).then(|| IoTranslation {
+            output: entry.output | (addr & (size - 1)),
+            page_size: size,
+            perms: entry.perms,
+        })
+    }
+
     /// Index of the class of pages of 2^`shift` bytes, created if missing.
     fn class_index(&mut self, shift: u32) -> usize {
         match self.classes.binary_search_by_key(&shift, |c| c.shift) {

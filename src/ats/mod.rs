@@ -139,6 +139,42 @@ impl Ats {
             AtcLookup::Hit(translation) => return Ok(translation),
             AtcLookup::Miss(ticket) => ticket,
         };
+        self.ask(ticket, pasid, addr, access)
+    }
+
+    /// Translates `addr` as [`Ats::translate`] does and says how many bytes from `addr` on
+    /// the ATC maps contiguously for `access` (see [`Atc::lookup_run`]; up to about `max`),
+    /// or 0 when only the page of `addr` is known (a miss, or no caching). A copy engine
+    /// asks once per physically contiguous run instead of once per page.
+    pub fn translate_run(
+        &self,
+        pasid: Option<Pasid>,
+        addr: u64,
+        access: Access,
+        max: u64,
+    ) -> Result<(IoTranslation, u64), TranslateFailure> {
+        if !self.caching() {
+            let translation = self.iommu.translate(self.device, pasid, addr, access)?;
+            return Ok((translation, 0));
+        }
+        let ticket = match self.atc.lookup_run(pasid, addr, access, max) {
+            (AtcLookup::Hit(translation), extent) => return Ok((translation, extent)),
+            (AtcLookup::Miss(ticket), _) => ticket,
+        };
+        Ok((self.ask(ticket, pasid, addr, access)?, 0))
+    }
+
+    /// A Translation Request after an ATC miss; the answer is cached under `ticket`. Kept out
+    /// of line: the hit path of `translate` is the copy loop's.
+    #[cold]
+    #[inline(never)]
+    fn ask(
+        &self,
+        ticket: AtcTicket,
+        pasid: Option<Pasid>,
+        addr: u64,
+        access: Access,
+    ) -> Result<IoTranslation, TranslateFailure> {
         let translation = self.iommu.translate(self.device, pasid, addr, access)?;
         // A completion granting less than asked is not cached: the access fails anyway.
         if translation.perms.allow(access) {
@@ -193,6 +229,51 @@ mod tests {
         let iommu = Arc::new(FakeIommu::default());
         let ats = Ats::new(DEV, iommu.clone(), mode);
         (iommu, ats)
+    }
+
+    #[test]
+    fn test_translate_run_spans_contiguous_cached_pages_up_to_a_gap() {
+        let (iommu, ats) = ats(AtsMode::Translated);
+        // Three contiguous pages, then one elsewhere, then one read-only.
+        for (i, out) in [
+            (0u64, 0x10_0000u64),
+            (1, 0x10_1000),
+            (2, 0x10_2000),
+            (3, 0x50_0000),
+        ] {
+            iommu.map(pasid(1), 0x7000 + i * 0x1000, 0x1000, out, RW);
+        }
+        iommu.map(pasid(1), 0xb000, 0x1000, 0x10_4000, RO);
+        for i in 0..5 {
+            ats.translate(pasid(1), 0x7000 + i * 0x1000, Access::READ)
+                .unwrap();
+        }
+        let (t, extent) = ats
+            .translate_run(pasid(1), 0x7800, Access::WRITE, 1 << 20)
+            .unwrap();
+        assert_eq!((t.output, extent), (0x10_0800, 0x2800), "stops at the gap");
+        let (_, short) = ats
+            .translate_run(pasid(1), 0x7800, Access::WRITE, 0x100)
+            .unwrap();
+        assert_eq!(short, 0x800, "no further than asked, beyond the first page");
+        let (_, alone) = ats
+            .translate_run(pasid(1), 0xa000, Access::WRITE, 1 << 20)
+            .unwrap();
+        assert_eq!(
+            alone, 0x1000,
+            "the read-only page is no part of a write run"
+        );
+        assert_eq!(iommu.calls(), 5, "all from the ATC");
+    }
+
+    #[test]
+    fn test_translate_run_on_a_miss_knows_only_the_page() {
+        let (iommu, ats) = ats(AtsMode::Translated);
+        iommu.map(pasid(1), 0x7000, 0x2000, 0x10_0000, RW);
+        let (t, extent) = ats
+            .translate_run(pasid(1), 0x7010, Access::READ, 1 << 20)
+            .unwrap();
+        assert_eq!((t.output, extent), (0x10_0010, 0));
     }
 
     #[test]
