@@ -93,6 +93,26 @@ struct Run {
     len: u64,
 }
 
+/// What a copy carries from one run to the next within one fence hold.
+#[derive(Debug, Default)]
+struct Lookahead {
+    /// The translations of the page pair that ended the last run, for the byte at `.0`.
+    next: Option<(u64, Xlat, Xlat)>,
+    /// Ask the ATC for contiguous runs (source, destination): on until a run lookup found the
+    /// next page elsewhere, on again once pages turn out contiguous. Probing the next page of
+    /// scattered memory costs a cache miss per page for nothing.
+    runs: (bool, bool),
+}
+
+impl Lookahead {
+    fn new() -> Self {
+        Lookahead {
+            next: None,
+            runs: (true, true),
+        }
+    }
+}
+
 /// One descriptor's execution context.
 pub(crate) struct Job<'a> {
     core: &'a Core,
@@ -276,10 +296,10 @@ impl<'a> Job<'a> {
         // that ended one run starts the next without being translated again (a translation is
         // only valid under the fence it was obtained under).
         let moved = self.under_fence(Purpose::Data, |view| {
-            let mut next = None;
+            let mut ahead = Lookahead::new();
             while done < len {
                 self.check(Purpose::Data).map_err(Fail::Halt)?;
-                let run = self.run(src, dst, len, done, backward, &mut next)?;
+                let run = self.run(src, dst, len, done, backward, &mut ahead)?;
                 view.copy(Gpa(run.src), Gpa(run.dst), run.len as usize)
                     .map_err(|e| {
                         let write = matches!(e, MemError::Denied(_, "write"));
@@ -297,25 +317,27 @@ impl<'a> Job<'a> {
         Ok(c)
     }
 
-    /// The source and destination translations of byte `offset` of a copy: `next` when it
-    /// holds them (translated for the same byte under the same fence), else fresh ones, each
-    /// with how far it stays contiguous up to `ahead` bytes (0 for a backward copy, which
-    /// goes page by page).
+    /// The source and destination translations of byte `offset` of a copy: the lookahead's
+    /// when it holds them (translated for the same byte under the same fence), else fresh
+    /// ones, each with how far it stays contiguous up to `len` bytes when runs are asked for
+    /// (never for a backward copy, which goes page by page).
     fn pair(
         &self,
-        src: u64,
-        dst: u64,
+        (src, dst): (u64, u64),
         offset: u64,
-        ahead: u64,
-        next: &mut Option<(u64, Xlat, Xlat)>,
+        len: u64,
+        la: &mut Lookahead,
     ) -> Result<(Xlat, Xlat), Fail> {
-        match next.take() {
-            Some((at, s, d)) if at == offset => Ok((s, d)),
-            _ => Ok((
-                self.translate_run(src + offset, false, ahead)?,
-                self.translate_run(dst + offset, true, ahead)?,
-            )),
+        if let Some((_, s, d)) = la.next.take().filter(|(at, ..)| *at == offset) {
+            return Ok((s, d));
         }
+        let ahead = |on: bool| if on { len } else { 0 };
+        let s = self.translate_run(src + offset, false, ahead(la.runs.0))?;
+        let d = self.translate_run(dst + offset, true, ahead(la.runs.1))?;
+        // A run lookup that stopped at its own page found the next one elsewhere.
+        la.runs.0 &= s.extent > s.forward_in_page();
+        la.runs.1 &= d.extent > d.forward_in_page();
+        Ok((s, d))
     }
 
     /// The longest run of pages, from byte `done` (counted from the end when `backward`), that
@@ -328,7 +350,7 @@ impl<'a> Job<'a> {
         len: u64,
         done: u64,
         backward: bool,
-        next: &mut Option<(u64, Xlat, Xlat)>,
+        la: &mut Lookahead,
     ) -> Result<Run, Fail> {
         let mut run: Option<Run> = None;
         let mut done = done;
@@ -339,7 +361,7 @@ impl<'a> Job<'a> {
             } else {
                 (done, len - done)
             };
-            let (s, d) = match (self.pair(src, dst, offset, ahead, next), run) {
+            let (s, d) = match (self.pair((src, dst), offset, ahead, la), run) {
                 (Ok(pair), _) => pair,
                 (Err(fail), None) => return Err(fail),
                 (Err(_), Some(run)) => return Ok(run),
@@ -369,6 +391,8 @@ impl<'a> Job<'a> {
                         && r.src.wrapping_add(r.len) == ps
                         && r.dst.wrapping_add(r.len) == pd =>
                 {
+                    // Contiguous after all: worth asking for runs again.
+                    la.runs = (true, true);
                     r.len += n
                 }
                 Some(r)
@@ -381,7 +405,7 @@ impl<'a> Job<'a> {
                     }
                 }
                 Some(r) => {
-                    *next = Some((offset, s, d));
+                    la.next = Some((offset, s, d));
                     return Ok(*r);
                 }
             }

@@ -174,7 +174,12 @@ impl Xlat {
     /// Bytes from the address on that this translation covers: to the end of its page, or
     /// the whole contiguous run it was found in.
     pub fn forward(&self) -> u64 {
-        (self.page_size - self.offset()).max(self.extent)
+        self.forward_in_page().max(self.extent)
+    }
+
+    /// Bytes from the address to the end of its page.
+    pub fn forward_in_page(&self) -> u64 {
+        self.page_size - self.offset()
     }
 
     /// Bytes from the start of its page up to and including the address.
