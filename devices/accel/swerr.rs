@@ -58,7 +58,9 @@ impl ErrorLog {
             record.0.set_overflow(true);
         } else {
             let (wq, index) = origin.slot.unwrap_or_default();
+            // An OVERFLOW nobody cleared yet stays: errors were lost before this one.
             record.0 = Swerr::new()
+                .with_overflow(record.0.overflow())
                 .with_valid(true)
                 .with_code(code.code())
                 .with_wq_valid(origin.slot.is_some())
@@ -83,10 +85,16 @@ impl ErrorLog {
         *self.lock()
     }
 
-    /// A write to SWERR: 1 in VALID clears the record.
+    /// A write to SWERR, each RW1C bit on its own: 1 in VALID clears the record, 1 in
+    /// OVERFLOW clears OVERFLOW. A driver writes back what it read, so an error that arrived
+    /// after its read (and set OVERFLOW) is not wiped out unseen.
     pub fn write(&self, w1c: Swerr) {
+        let mut record = self.lock();
         if w1c.valid() {
-            *self.lock() = (Swerr::new(), 0);
+            *record = (Swerr::new().with_overflow(record.0.overflow()), 0);
+        }
+        if w1c.overflow() {
+            record.0.set_overflow(false);
         }
     }
 
@@ -128,7 +136,29 @@ mod tests {
             (1, 5, 2)
         );
         assert_eq!(addr, 0x1004);
-        log.write(Swerr::new().with_valid(true));
+        log.write(swerr); // what was read: VALID and OVERFLOW
+        assert_eq!(log.read(), (Swerr::new(), 0));
+    }
+
+    #[test]
+    fn test_clearing_valid_keeps_an_overflow_the_driver_did_not_see() {
+        let log = ErrorLog::new(Interrupts::new(4));
+        log.report(Status::BadTail, Origin::default(), 9);
+        let seen = log.read().0;
+        log.report(Status::BadOpcode, Origin::default(), 10); // after the driver's read
+        log.write(Swerr::from_bits(
+            seen.into_bits()
+                & Swerr::new()
+                    .with_valid(true)
+                    .with_overflow(true)
+                    .into_bits(),
+        ));
+        let (after, addr) = log.read();
+        assert!(!after.valid() && after.overflow(), "the lost error shows");
+        assert_eq!(addr, 0);
+        log.report(Status::BadSize, Origin::default(), 11);
+        assert!(log.read().0.valid() && log.read().0.overflow());
+        log.write(Swerr::new().with_valid(true).with_overflow(true));
         assert_eq!(log.read(), (Swerr::new(), 0));
     }
 

@@ -509,7 +509,8 @@ static int vsvm_wq_setup(struct vsvm_accel *a, u32 cap, int nvec)
 	if (ret)
 		goto err;
 	/* Forget errors from before us, then take the error interrupt. */
-	writel(lower_32_bits(VSVM_WQ_SWERR_VALID), a->regs + REG_SWERR);
+	writel(lower_32_bits(VSVM_WQ_SWERR_VALID | VSVM_WQ_SWERR_OVERFLOW),
+	       a->regs + REG_SWERR);
 	writel(ERRCTL_IRQ_EN | ERRCTL_VECTOR(VSVM_ACCEL_ERR_VECTOR), a->regs + REG_ERRCTL);
 	ret = vsvm_wq_enable(a);
 	if (ret)
@@ -816,8 +817,11 @@ static long vsvm_wq_run(struct vsvm_accel *a, struct vsvm_accel_wq_run __user *u
 	r.swerr_addr = readq(a->regs + REG_SWERR_ADDR);
 	if ((r.swerr & VSVM_WQ_SWERR_VALID) || error)
 		vsvm_wq_wait_err_irq(wq, err_before);
-	if (r.swerr & VSVM_WQ_SWERR_VALID)
-		writel(lower_32_bits(VSVM_WQ_SWERR_VALID), a->regs + REG_SWERR);
+	/* Clear what we saw, no more: a later error keeps OVERFLOW set. */
+	if (r.swerr & (VSVM_WQ_SWERR_VALID | VSVM_WQ_SWERR_OVERFLOW))
+		writel(lower_32_bits(r.swerr & (VSVM_WQ_SWERR_VALID |
+						VSVM_WQ_SWERR_OVERFLOW)),
+		       a->regs + REG_SWERR);
 	r.completion_irqs = atomic_read(&wq->done_irqs) - done_before;
 	r.error_irqs = atomic_read(&wq->err_irqs) - err_before;
 	r.descs_done = readl(vsvm_wq_reg(a, WQ_DONE)) - wq_done;

@@ -393,8 +393,18 @@ impl AccelDriver {
         )
     }
 
+    /// Clears SWERR: the record and OVERFLOW.
     pub fn clear_swerr(&mut self) {
-        self.write64(offset::SWERR, Swerr::new().with_valid(true).into_bits());
+        self.clear_swerr_seen(Swerr::new().with_valid(true).with_overflow(true));
+    }
+
+    /// Clears what a read of SWERR showed (VALID and OVERFLOW as read), as a driver does: an
+    /// error reported since then leaves OVERFLOW set.
+    pub fn clear_swerr_seen(&mut self, seen: Swerr) {
+        let w1c = Swerr::new()
+            .with_valid(seen.valid())
+            .with_overflow(seen.overflow());
+        self.write64(offset::SWERR, w1c.into_bits());
     }
 
     /// Waits for a software error and clears it.
@@ -403,7 +413,7 @@ impl AccelDriver {
         loop {
             let (swerr, addr) = self.swerr();
             if swerr.valid() {
-                self.clear_swerr();
+                self.clear_swerr_seen(swerr);
                 return (swerr, addr);
             }
             assert!(Instant::now() < deadline, "no software error");

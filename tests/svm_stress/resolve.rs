@@ -60,7 +60,7 @@ impl Jobs {
             return;
         }
         let before = Self::done(dev);
-        dev.drv.clear_swerr();
+        dev.drv.clear_swerr_seen(swerr);
         let after = Self::done(dev);
         let code = Status::from_code(swerr.code());
         *self
