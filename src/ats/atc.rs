@@ -186,27 +186,12 @@ impl Atc {
     pub fn lookup(&self, pasid: Option<Pasid>, addr: u64, access: Access) -> AtcLookup {
         let space = Space::new(pasid, access.privileged);
         let mut inner = self.lock();
-        let found = inner.classes.iter().find_map(|class| {
-            if class.map.is_empty() {
-                return None;
-            }
-            let key = Key {
-                space,
-                page: addr >> class.shift,
-            };
-            class.map.get(&key).map(|entry| (class.shift, *entry))
-        });
-        match found {
-            Some((shift, entry)) if entry.perms.allow(access) => {
+        match inner.probe(space, addr, access) {
+            Some(translation) => {
                 inner.hits += 1;
-                let size = 1u64 << shift;
-                AtcLookup::Hit(IoTranslation {
-                    output: entry.output | (addr & (size - 1)),
-                    page_size: size,
-                    perms: entry.perms,
-                })
+                AtcLookup::Hit(translation)
             }
-            _ => {
+            None => {
                 inner.misses += 1;
                 AtcLookup::Miss(AtcTicket(inner.generation))
             }
@@ -329,7 +314,7 @@ impl Atc {
 impl Inner {
     /// The cached translation of `addr` in `space` if it allows `access` (smallest page size
     /// first; a hit counts nothing: the caller does).
-    #[inline]
+    #[inline(always)]
     fn probe(&self, space: Space, addr: u64, access: Access) -> Option<IoTranslation> {
         let (shift, entry) = self.classes.iter().find_map(|class| {
             if class.map.is_empty() {

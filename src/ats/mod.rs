@@ -478,19 +478,23 @@ mod tests {
         assert_eq!(ats.stats().entries, 2);
     }
 
+    /// A Domain invalidation on another thread; the channel says when it completed.
+    fn invalidate_in_thread(ats: &Arc<Ats>) -> (mpsc::Receiver<()>, thread::JoinHandle<()>) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let ats = ats.clone();
+        let inv = thread::spawn(move || {
+            ats.invalidate(Granularity::Domain);
+            done_tx.send(()).unwrap();
+        });
+        (done_rx, inv)
+    }
+
     #[test]
     fn test_invalidate_waits_for_an_older_fence() {
         let (_, ats) = ats(AtsMode::Translated);
         let ats = Arc::new(ats);
         let fence = ats.fence();
-        let (done_tx, done_rx) = mpsc::channel();
-        let inv = {
-            let ats = ats.clone();
-            thread::spawn(move || {
-                ats.invalidate(Granularity::Domain);
-                done_tx.send(()).unwrap();
-            })
-        };
+        let (done_rx, inv) = invalidate_in_thread(&ats);
         assert!(
             done_rx.recv_timeout(Duration::from_millis(50)).is_err(),
             "the invalidation completed while an older fence was held"
@@ -505,14 +509,7 @@ mod tests {
         let (_, ats) = ats(AtsMode::Translated);
         let ats = Arc::new(ats);
         let older = ats.fence();
-        let (done_tx, done_rx) = mpsc::channel();
-        let inv = {
-            let ats = ats.clone();
-            thread::spawn(move || {
-                ats.invalidate(Granularity::Domain);
-                done_tx.send(()).unwrap();
-            })
-        };
+        let (done_rx, inv) = invalidate_in_thread(&ats);
         // Wait until the invalidation closed the epoch: a new fence then lands in a newer one.
         while ats.fences.epoch() == 0 {
             thread::yield_now();
