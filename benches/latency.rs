@@ -4,7 +4,9 @@
 //! - inside a real guest (stock QEMU 11 under TCG, our accelerator over vfio-user), BAR reads,
 //!   posted BAR writes, MSI-X round trips and BAR reads mixed with CPU work, for several
 //!   `--poll-us` windows;
-//! - the server's CPU use while the guest is idle.
+//! - the server's CPU use while the guest is idle, and whether any CPU still polls then;
+//! - the same guest run with the server's CPU latency request switched off, and the bare
+//!   ping-pong with that request held, to show what the request does on its own.
 //!
 //! Every figure is printed with its ratio to the blocking socket round trip.
 //! Run: `cargo bench --bench latency` (after `scripts/setup`).
@@ -17,11 +19,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vsvm::vfio_user::CpuLatency;
+
 #[path = "../guest-tests/harness/qemu.rs"]
 mod qemu;
 
 const PING_ROUNDS: usize = 20_000;
-const WINDOWS_US: [u64; 4] = [0, 50, 200, 1000];
+/// Server configurations: poll window (µs) and whether the CPU latency request is on.
+const CONFIGS: [(u64, bool); 5] = [
+    (0, true),
+    (50, true),
+    (200, true),
+    (1000, true),
+    (200, false),
+];
 const IDLE_SECONDS: u64 = 10;
 const ROUNDS: usize = 3;
 
@@ -39,16 +50,22 @@ fn main() {
     // Boots differ more than accesses within a boot (thread placement on 2 cores), and so do
     // ping-pong runs: run everything ROUNDS times, interleaved, and report medians of medians.
     let (mut blocking, mut spinning, mut host_reads) = (Vec::new(), Vec::new(), Vec::new());
-    let mut runs: BTreeMap<u64, Vec<GuestResult>> = BTreeMap::new();
+    let mut polling_idle = Vec::new();
+    let mut runs: BTreeMap<(u64, bool), Vec<GuestResult>> = BTreeMap::new();
     for round in 0..ROUNDS {
         blocking.push(ping_pong(false));
         spinning.push(ping_pong(true));
+        if let Ok(latency) = CpuLatency::open(Path::new(vsvm::vfio_user::cpu_latency::DEVICE_PATH))
+        {
+            let _hold = latency.hold();
+            polling_idle.push(ping_pong(false));
+        }
         host_reads.push(host_region_reads(PollWindowUs::DEFAULT));
-        for window in WINDOWS_US {
+        for (window, qos) in CONFIGS {
             let idle = if round == 0 { IDLE_SECONDS } else { 0 };
-            runs.entry(window)
+            runs.entry((window, qos))
                 .or_default()
-                .push(guest_run(window, idle));
+                .push(guest_run(window, qos, idle));
         }
     }
     let (blocking, spinning) = (median(blocking), median(spinning));
@@ -62,6 +79,16 @@ fn main() {
         "socket ping-pong, answering side spinning  {:>9} ({ratio:.2})",
         us(spinning)
     );
+    if polling_idle.is_empty() {
+        println!("socket ping-pong, both blocking, CPU latency request held: n/a (no access to the request)");
+    } else {
+        let held = median(polling_idle);
+        println!(
+            "socket ping-pong, both blocking, CPU latency request held {:>7} ({:.2})   (idle CPUs poll)",
+            us(held),
+            held.as_secs_f64() / base
+        );
+    }
     let host_read = median(host_reads);
     println!(
         "REGION_READ from a host client, default poll {:>7} ({:.2})   (our server's share of a BAR read)",
@@ -70,15 +97,16 @@ fn main() {
     );
     println!();
     println!(
-        "{:>8} | {:>16} | {:>16} | {:>16} | {:>16} | {:>13}",
-        "poll-us",
+        "{:>12} | {:>16} | {:>16} | {:>16} | {:>16} | {:>14} | {:>14}",
+        "poll-us, qos",
         "BAR read",
         "posted write",
         "MSI-X round trip",
         "read+CPU work",
-        "idle CPU (10s)"
+        "idle CPU (10s)",
+        "CPUs polling"
     );
-    for (window, results) in &runs {
+    for ((window, qos), results) in &runs {
         let cell = |op: &str| {
             let mut v: Vec<f64> = results
                 .iter()
@@ -88,19 +116,25 @@ fn main() {
             let ns = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
             format!("{:>7.1} µs ({:.2})", ns / 1000.0, ns / 1e9 / base)
         };
+        let qos = if *qos && *window > 0 { "on" } else { "off" };
         println!(
-            "{:>8} | {} | {} | {} | {} | {:>12.2}%",
+            "{:>7}, {:>3} | {} | {} | {} | {} | {:>13.2}% | {:>13.2}%",
             window,
+            qos,
             cell("read"),
             cell("write"),
             cell("irq"),
             cell("mixed"),
-            results[0].idle_cpu_percent
+            results[0].idle_cpu_percent,
+            results[0].idle_polling_percent
         );
     }
     println!(
         "\nper boot: median of per-access times measured in the guest kernel; shown: median over \
-         {ROUNDS} boots; ratios are to the blocking ping-pong; idle CPU: server, guest idle, first boot"
+         {ROUNDS} boots; ratios are to the blocking ping-pong; qos: the server's CPU latency \
+         request inside its window (--no-cpu-latency-qos turns it off); idle CPU: the server's CPU \
+         time, guest idle, first boot; CPUs polling: share of that idle time the machine's CPUs \
+         spent in the cpuidle POLL state (0 once the request is lifted)"
     );
 }
 
@@ -175,7 +209,7 @@ fn host_region_reads(window_us: u64) -> Duration {
     use zerocopy::IntoBytes;
 
     let socket = std::env::temp_dir().join(format!("vsvm-hostread-{}.sock", std::process::id()));
-    let mut server = start_server(&socket, window_us);
+    let mut server = start_server(&socket, window_us, true);
     let s = UnixStream::connect(&socket).unwrap();
     let request = |id: u16, command: Command| Header {
         msg_id: id,
@@ -214,6 +248,32 @@ fn host_region_reads(window_us: u64) -> Duration {
 struct GuestResult {
     median_ns: BTreeMap<String, f64>,
     idle_cpu_percent: f64,
+    idle_polling_percent: f64,
+}
+
+/// Microseconds all CPUs have spent in their cpuidle "POLL" state (NaN without cpuidle).
+fn polling_idle_us() -> f64 {
+    let mut total = f64::NAN;
+    let Ok(cpus) = std::fs::read_dir("/sys/devices/system/cpu") else {
+        return total;
+    };
+    for cpu in cpus.flatten() {
+        let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else {
+            continue;
+        };
+        for state in states.flatten() {
+            let read = |f: &str| std::fs::read_to_string(state.path().join(f)).unwrap_or_default();
+            if read("name").trim() == "POLL" {
+                let us = read("time").trim().parse::<f64>().unwrap_or(0.0);
+                total = if total.is_nan() { us } else { total + us };
+            }
+        }
+    }
+    total
+}
+
+fn cpu_count() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
 /// CPU time (user + system) a process has used, from /proc/PID/stat, in seconds.
@@ -226,17 +286,21 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux/x86-64
 }
 
-fn start_server(socket: &Path, window_us: u64) -> Child {
+fn start_server(socket: &Path, window_us: u64, qos: bool) -> Child {
     let _ = std::fs::remove_file(socket);
-    let child = Command::new(env!("CARGO_BIN_EXE_vsvm"))
-        .args([
-            "serve",
-            "--device",
-            "accel",
-            "--poll-us",
-            &window_us.to_string(),
-            "--socket-path",
-        ])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vsvm"));
+    command.args([
+        "serve",
+        "--device",
+        "accel",
+        "--poll-us",
+        &window_us.to_string(),
+    ]);
+    if !qos {
+        command.arg("--no-cpu-latency-qos");
+    }
+    let child = command
+        .arg("--socket-path")
         .arg(socket)
         .env("RUST_LOG", "warn")
         .spawn()
@@ -260,9 +324,9 @@ fn start_guest(socket: &Path, idle: u64) -> Child {
 }
 
 /// Boots the latency guest against a server with poll window `window_us` and collects results.
-fn guest_run(window_us: u64, idle: u64) -> GuestResult {
+fn guest_run(window_us: u64, qos: bool, idle: u64) -> GuestResult {
     let socket = std::env::temp_dir().join(format!("vsvm-latency-{}.sock", std::process::id()));
-    let mut server = start_server(&socket, window_us);
+    let mut server = start_server(&socket, window_us, qos);
     let mut qemu = start_guest(&socket, idle);
     let (tx, rx) = mpsc::channel();
     let console = BufReader::new(qemu.stdout.take().unwrap());
@@ -273,7 +337,7 @@ fn guest_run(window_us: u64, idle: u64) -> GuestResult {
             .for_each(|l| drop(tx.send(l)))
     });
     let mut median_ns = BTreeMap::new();
-    let mut idle_cpu_percent = f64::NAN;
+    let (mut idle_cpu_percent, mut idle_polling_percent) = (f64::NAN, f64::NAN);
     let deadline = Instant::now() + Duration::from_secs(300);
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Some(rest) = line.trim().strip_prefix("BENCH ") {
@@ -287,10 +351,12 @@ fn guest_run(window_us: u64, idle: u64) -> GuestResult {
             );
         } else if line.contains("IDLE-START") && idle > 0 {
             std::thread::sleep(Duration::from_secs(1)); // let the last spin window pass
-            let before = cpu_seconds(server.id());
+            let (before, polled_before) = (cpu_seconds(server.id()), polling_idle_us());
             std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
             let used = cpu_seconds(server.id()) - before;
             idle_cpu_percent = used / IDLE_SECONDS as f64 * 100.0;
+            let polled = (polling_idle_us() - polled_before) / 1e6;
+            idle_polling_percent = polled / (IDLE_SECONDS as f64 * cpu_count()) * 100.0;
         } else if line.contains("VSVM-RESULT") {
             assert!(line.contains("rc=0"), "guest benchmark failed: {line}");
             break;
@@ -305,5 +371,6 @@ fn guest_run(window_us: u64, idle: u64) -> GuestResult {
     GuestResult {
         median_ns,
         idle_cpu_percent,
+        idle_polling_percent,
     }
 }

@@ -56,6 +56,31 @@ struct ServeArgs {
     /// (0 = never spin). Shortens MMIO round trips; an idle server uses no CPU either way.
     #[arg(long, default_value_t = vfio_user::PollWindow::DEFAULT.0.as_micros() as u64)]
     poll_us: u64,
+    /// Do not ask the kernel for 0 µs CPU wake-up latency while inside the poll window. By
+    /// default the server holds that request (machine-wide, via /dev/cpu_dma_latency; needs
+    /// root) so that idle CPUs poll instead of halting while a guest is busy, which makes QEMU's
+    /// own thread hand-offs in each MMIO round trip cheaper. It is lifted once the window passes.
+    #[arg(long)]
+    no_cpu_latency_qos: bool,
+}
+
+/// The CPU latency request the server holds inside its poll window, if it may.
+fn cpu_latency(args: &ServeArgs) -> vfio_user::CpuLatency {
+    if args.no_cpu_latency_qos || args.poll_us == 0 {
+        return vfio_user::CpuLatency::off();
+    }
+    let path = std::path::Path::new(vfio_user::cpu_latency::DEVICE_PATH);
+    match vfio_user::CpuLatency::open(path) {
+        Ok(latency) => latency,
+        Err(e) => {
+            info!(
+                "no CPU latency request ({}: {e}): idle CPUs halt between messages, so MMIO \
+                 round trips are slower",
+                path.display()
+            );
+            vfio_user::CpuLatency::off()
+        }
+    }
 }
 
 fn parse_hex_u16(s: &str) -> Result<u16, String> {
@@ -81,6 +106,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let options = vfio_user::ServerOptions {
         poll: vfio_user::PollWindow(std::time::Duration::from_micros(args.poll_us)),
+        cpu_latency: cpu_latency(&args),
     };
     let mut workers = Vec::new();
     for (kind, path) in args.devices.iter().zip(&args.sockets) {
@@ -101,7 +127,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
         };
         info!("serving {kind:?} on {}", path.display());
-        let path = path.clone();
+        let (path, options) = (path.clone(), options.clone());
         workers.push(thread::spawn(move || {
             if let Err(e) = vfio_user::serve(&listener, &mut device, &options) {
                 error!("socket {} failed: {e}", path.display());

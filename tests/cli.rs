@@ -20,6 +20,17 @@ fn test_help_lists_serve() {
 }
 
 #[test]
+fn test_serve_help_documents_the_latency_knobs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vsvm"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--poll-us") && help.contains("--no-cpu-latency-qos"));
+}
+
+#[test]
 fn test_serve_two_functions_then_sigterm_exits_0() {
     let (a, b) = (socket("a"), socket("b"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_vsvm"))

@@ -36,18 +36,20 @@ fn readable(sock: &UnixStream) -> bool {
     }
 }
 
-/// Spins until `sock` is readable or `window` has passed since `last_activity`. Returns at once
-/// when the window is already over, so an idle server sleeps in the kernel and uses no CPU.
-pub fn spin_until_readable(sock: &UnixStream, window: PollWindow, last_activity: Instant) {
+/// Spins until `sock` is readable or `window` has passed since `last_activity`; says whether it
+/// saw data. Returns at once when the window is already over, so an idle server sleeps in the
+/// kernel and uses no CPU.
+pub fn spin_until_readable(sock: &UnixStream, window: PollWindow, last_activity: Instant) -> bool {
     let deadline = last_activity + window.0;
     while Instant::now() < deadline {
         if readable(sock) {
-            return;
+            return true;
         }
         // Yield rather than burn: on a 2-core host the thread that must answer us (QEMU's
         // I/O thread, or the vCPU itself) may be waiting for this very core.
         std::thread::yield_now();
     }
+    false
 }
 
 #[cfg(test)]
@@ -60,7 +62,11 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         b.write_all(&[1]).unwrap();
         let start = Instant::now();
-        spin_until_readable(&a, PollWindow(Duration::from_secs(5)), Instant::now());
+        assert!(spin_until_readable(
+            &a,
+            PollWindow(Duration::from_secs(5)),
+            Instant::now()
+        ));
         assert!(start.elapsed() < Duration::from_secs(1));
     }
 
@@ -68,7 +74,11 @@ mod tests {
     fn test_gives_up_after_the_window() {
         let (a, _b) = UnixStream::pair().unwrap();
         let start = Instant::now();
-        spin_until_readable(&a, PollWindow(Duration::from_millis(20)), Instant::now());
+        assert!(!spin_until_readable(
+            &a,
+            PollWindow(Duration::from_millis(20)),
+            Instant::now()
+        ));
         let spent = start.elapsed();
         assert!(
             spent >= Duration::from_millis(20) && spent < Duration::from_secs(2),
@@ -80,7 +90,7 @@ mod tests {
     fn test_zero_window_never_spins() {
         let (a, _b) = UnixStream::pair().unwrap();
         let start = Instant::now();
-        spin_until_readable(&a, PollWindow::OFF, Instant::now());
+        assert!(!spin_until_readable(&a, PollWindow::OFF, Instant::now()));
         assert!(start.elapsed() < Duration::from_millis(50));
     }
 }

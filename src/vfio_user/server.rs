@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use log::{debug, info, warn};
 
+use super::cpu_latency::{CpuLatency, LatencyHold};
 use super::device::Device;
 use super::dispatch::{handle, Session};
 use super::dma_port::DmaPort;
@@ -26,10 +27,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// How a server runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
     /// Spin this long after each message before sleeping (see [`PollWindow`]).
     pub poll: PollWindow,
+    /// Held while inside the poll window, so QEMU's own threads wake up fast too (see
+    /// [`CpuLatency`]).
+    pub cpu_latency: CpuLatency,
 }
 
 /// Serves clients on `listener` one after another, forever. A client that leaves, or breaks the
@@ -58,14 +62,7 @@ pub fn serve_connection(
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
     let mut session = Session::default();
     let mut port: Option<DmaPort> = None;
-    let result = connection_loop(
-        &stream,
-        &writer,
-        device,
-        &mut session,
-        &mut port,
-        options.poll,
-    );
+    let result = connection_loop(&stream, &writer, device, &mut session, &mut port, options);
     if let Some(port) = port {
         port.close();
     }
@@ -79,13 +76,20 @@ fn connection_loop(
     device: &mut dyn Device,
     session: &mut Session,
     port: &mut Option<DmaPort>,
-    poll: PollWindow,
+    options: &ServerOptions,
 ) -> Result<(), TransportError> {
     let mut last_activity = std::time::Instant::now();
+    let mut active: Option<LatencyHold> = None;
     loop {
-        spin_until_readable(stream, poll, last_activity);
+        if !spin_until_readable(stream, options.poll, last_activity) {
+            // The window has passed: let idle CPUs halt again before we sleep ourselves.
+            active = None;
+        }
         let received = recv_message(stream);
         last_activity = std::time::Instant::now();
+        if active.is_none() && options.poll != PollWindow::OFF {
+            active = Some(options.cpu_latency.hold());
+        }
         let msg = match received {
             Ok(msg) => msg,
             Err(e @ TransportError::TooLarge { header, .. }) => {

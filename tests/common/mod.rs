@@ -16,6 +16,7 @@ use zerocopy::IntoBytes;
 use vsvm::devices::accel as accel_device;
 use vsvm::vfio_user::protocol::{header_flags, Command, Header, VersionBody};
 use vsvm::vfio_user::transport::{recv_message, Message, TransportError};
+use vsvm::vfio_user::ServerOptions;
 
 /// The client end, speaking raw messages.
 pub struct RawClient {
@@ -25,11 +26,18 @@ pub struct RawClient {
 
 /// Starts an accel function serving one connection on a socketpair.
 pub fn spawn_accel() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
+    spawn_accel_with(ServerOptions::default())
+}
+
+/// Starts an accel function serving one connection on a socketpair, with `options`.
+pub fn spawn_accel_with(
+    options: ServerOptions,
+) -> (RawClient, JoinHandle<Result<(), TransportError>>) {
     let (client, server) = UnixStream::pair().unwrap();
     let handle = std::thread::spawn(move || {
         let mut device =
             accel_device::endpoint(accel_device::VENDOR_ID, accel_device::DEVICE_ID).unwrap();
-        vsvm::vfio_user::serve_connection(server, &mut device, &Default::default())
+        vsvm::vfio_user::serve_connection(server, &mut device, &options)
     });
     (
         RawClient {
