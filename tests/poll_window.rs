@@ -92,6 +92,21 @@ fn test_request_held_while_busy_and_lifted_when_the_window_passes() {
 }
 
 #[test]
+fn test_open_starts_lifted_and_the_last_of_several_holds_lifts() {
+    let file = StandIn::new("latency-holds");
+    let latency = CpuLatency::open(&file.0).unwrap();
+    assert!(latency.is_on());
+    assert_eq!(file.requests(), [NO_CONSTRAINT]);
+    let a = latency.hold();
+    let b = latency.clone().hold();
+    assert_eq!(file.requests(), [NO_CONSTRAINT, ACTIVE]);
+    drop(a);
+    assert_eq!(file.requests(), [NO_CONSTRAINT, ACTIVE]);
+    drop(b);
+    assert_eq!(file.requests(), [NO_CONSTRAINT, ACTIVE, NO_CONSTRAINT]);
+}
+
+#[test]
 fn test_zero_window_never_asks() {
     let file = StandIn::new("poll-window-off");
     let (mut client, server) = common::spawn_accel_with(options(Duration::ZERO, &file));
