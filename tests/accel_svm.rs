@@ -971,6 +971,37 @@ fn test_unreadable_ring_is_a_software_error_per_descriptor() {
     assert_eq!(addr, RAM_SIZE + 0x10000);
 }
 
+/// The sequence the stress oracle once missed: a descriptor's error arrives between the
+/// driver's SWERR read and its write-back, and WQ_DONE counts the descriptor before the
+/// driver looks again. Its error is not in VALID's record: only OVERFLOW, with VALID clear,
+/// says it was lost.
+#[test]
+fn test_error_between_swerr_read_and_clear_leaves_overflow_without_valid() {
+    let mut rig = Rig::plain();
+    rig.enable_wq(0, false);
+    let bad = Descriptor {
+        control: DescControl::new().with_opcode(0x7f).into_bits(),
+        ..Descriptor::nop()
+    };
+    rig.submit(0, &[bad]);
+    rig.wait_idle(0);
+    let (seen, _) = rig.swerr();
+    assert!(seen.valid() && !seen.overflow());
+    assert_eq!(
+        (seen.code(), seen.desc_index()),
+        (Status::BadOpcode.code(), 0)
+    );
+    rig.submit(0, &[bad]);
+    rig.wait_idle(0);
+    assert_eq!(rig.read32(AccelDriver::wq_reg(0, wq_offset::DONE)), 2);
+    rig.clear_swerr_seen(seen);
+    let (after, addr) = rig.swerr();
+    assert!(!after.valid() && after.overflow(), "SWERR {after:?}");
+    assert_eq!(addr, 0);
+    rig.clear_swerr_seen(after);
+    assert_eq!(rig.swerr().0.into_bits(), 0);
+}
+
 #[test]
 fn test_bus_master_off_stops_descriptors_with_an_error() {
     let mut rig = Rig::svm();

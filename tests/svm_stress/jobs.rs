@@ -132,8 +132,7 @@ pub struct Job {
     pub submitted: Instant,
     /// SWERR codes seen for its ring slot.
     pub swerr: Vec<u8>,
-    /// Its own software error may be lost: a SWERR overflow happened while it was pending,
-    /// or it ran while SWERR was being cleared.
+    /// Its own software error may be lost: SWERR showed OVERFLOW while it was pending.
     pub overflowed: bool,
 }
 

@@ -47,21 +47,28 @@ fn allowed(expect: Expect, disturbed: bool) -> Vec<Status> {
 
 impl Jobs {
     /// Reads SWERR (after the queues' DONE: an error of a job DONE counted is in it, or was
-    /// read before), attributes it to the pending jobs of its ring slot, clears it.
+    /// read before), attributes it to the pending jobs of its ring slot, clears what was read.
     ///
-    /// Clearing (W1C of VALID, which clears OVERFLOW too) loses, without a trace, an error
-    /// reported between the read and the clear — as with Intel DSA's SWERROR. Such an error
-    /// can only come from a descriptor its queue started but had not finished around that
-    /// window (WQ_DONE before the read ≤ its ordinal ≤ WQ_DONE after the clear): those jobs
-    /// are marked, and may lack their software error.
+    /// SWERR keeps one error; one reported while VALID is set only sets OVERFLOW. VALID and
+    /// OVERFLOW clear independently (README, "Errors"), so an error reported between this read
+    /// and the clear leaves OVERFLOW set, and OVERFLOW may read 1 with VALID 0. Every error
+    /// reported since the last look is thus in what this read shows (VALID's record or
+    /// OVERFLOW) or still in SWERR for the next look, which comes before the job is resolved
+    /// (a job is resolved only by a poll, after its `collect_swerr`). Whenever OVERFLOW shows,
+    /// every pending job may have lost its software error and is marked.
     fn collect_swerr(&mut self, world: &World, dev: &mut Dev) {
         let (swerr, addr) = dev.drv.swerr();
+        if !swerr.valid() && !swerr.overflow() {
+            return;
+        }
+        dev.drv.clear_swerr_seen(swerr);
+        for job in &mut self.pending {
+            job.overflowed |= swerr.overflow();
+        }
+        // Without VALID the other fields are no record (and may be read torn).
         if !swerr.valid() {
             return;
         }
-        let before = Self::done(dev);
-        dev.drv.clear_swerr_seen(swerr);
-        let after = Self::done(dev);
         let code = Status::from_code(swerr.code());
         *self
             .stats
@@ -79,9 +86,6 @@ impl Jobs {
             _ => {}
         }
         for job in &mut self.pending {
-            job.overflowed |= swerr.overflow();
-            let current = dev.queues[job.wq].epoch == job.epoch;
-            job.overflowed |= current && (before[job.wq]..=after[job.wq]).contains(&job.ordinal);
             let mine = swerr.wq_valid()
                 && !swerr.batch()
                 && usize::from(swerr.wq()) == job.wq
