@@ -10,7 +10,7 @@ use super::completion::Status;
 use super::descriptor::Descriptor;
 use super::pasid_table::{PasidTable, WqMark};
 use super::svm::{Space, Svm};
-use super::swerr::ErrorLog;
+use super::swerr::{ErrorLog, Origin};
 use super::wq::WorkQueue;
 use crate::endpoint::Bus;
 use crate::iommu::Pasid;
@@ -55,6 +55,14 @@ impl Core {
     /// The reset generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records a software error of work fetched in `generation`, unless a reset has started a
+    /// newer generation since (checked under the error log's lock, see
+    /// [`ErrorLog::record_if`]).
+    pub fn record_error(&self, generation: u64, code: Status, origin: Origin, addr: u64) {
+        self.errors
+            .record_if(|| self.generation() == generation, code, origin, addr);
     }
 
     /// Starts a new generation (reset).

@@ -52,7 +52,7 @@ pub(crate) fn slot(core: &Core, wq: &WorkQueue, slot: &Slot, views: &Views) -> R
     };
     // Refused before it ran: SWERR and the error interrupt only, no completion interrupt.
     let refuse = |status, addr| {
-        core.errors.record(status, origin, addr);
+        core.record_error(slot.generation, status, origin, addr);
         Raise::error()
     };
     let desc = match read_slot(core, views, slot.addr) {
@@ -154,7 +154,6 @@ fn inherit_space(desc: Descriptor) -> Descriptor {
 /// Ends a descriptor: the record (or SWERR when there is none to carry a failure); returns
 /// the error interrupt for error statuses and the completion interrupt when asked for.
 fn finish(job: &Job, desc: &Descriptor, c: Completion, origin: Origin) -> Raise {
-    let core = job.core();
     let control = desc.control();
     let mut raise = Raise::default();
     if control.completion_valid() {
@@ -163,18 +162,16 @@ fn finish(job: &Job, desc: &Descriptor, c: Completion, origin: Origin) -> Raise 
             Err(Halt::Reset) => return raise,
             // Bus mastering went off: say so rather than blame the record.
             Err(Halt::Status(Status::DmaError)) => {
-                core.errors
-                    .record(Status::DmaError, origin, desc.completion);
+                job.record_error(Status::DmaError, origin, desc.completion);
                 raise.error = true;
             }
             Err(_) => {
-                core.errors
-                    .record(Status::CompletionFault, origin, desc.completion);
+                job.record_error(Status::CompletionFault, origin, desc.completion);
                 raise.error = true;
             }
         }
     } else if c.status != Status::Success {
-        core.errors.record(c.status, origin, c.fault_addr);
+        job.record_error(c.status, origin, c.fault_addr);
         raise.error = true;
     }
     if control.request_interrupt() {

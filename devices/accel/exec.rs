@@ -13,6 +13,7 @@ use super::completion::{Completion, FaultInfo, Status};
 use super::descriptor::{Descriptor, Operation, DESCRIPTOR_SIZE};
 use super::device::Core;
 use super::svm::{self, Miss, Space, Xlat};
+use super::swerr::Origin;
 use super::wq::{Slot, Views, WorkQueue};
 use crate::iommu::PageResponseCode;
 use crate::mem::{Gpa, MemError, MemView};
@@ -159,6 +160,12 @@ impl<'a> Job<'a> {
     /// The device state.
     pub fn core(&self) -> &Core {
         self.core
+    }
+
+    /// Records a software error of this job (dropped if a reset stopped it meanwhile).
+    pub fn record_error(&self, code: Status, origin: Origin, addr: u64) {
+        self.core
+            .record_error(self.slot.generation, code, origin, addr);
     }
 
     /// The MSI-X vector of completion interrupts.

@@ -52,8 +52,25 @@ impl ErrorLog {
     /// Records `code` (or only OVERFLOW when a record is pending); the caller raises the
     /// error interrupt (a queue engine does once the queue counted the descriptor).
     pub fn record(&self, code: Status, origin: Origin, addr: u64) {
-        debug!("accel software error {code:?} at {origin:?}, address 0x{addr:x}");
+        self.record_if(|| true, code, origin, addr);
+    }
+
+    /// As [`ErrorLog::record`], but only if `current()` still holds under the record's lock.
+    /// A reset clears the record under that lock after it has made older work stale, so an
+    /// error of work the reset stopped is dropped rather than outliving the reset.
+    pub fn record_if(
+        &self,
+        current: impl FnOnce() -> bool,
+        code: Status,
+        origin: Origin,
+        addr: u64,
+    ) {
         let mut record = self.lock();
+        if !current() {
+            debug!("accel software error {code:?} at {origin:?} dropped: reset since");
+            return;
+        }
+        debug!("accel software error {code:?} at {origin:?}, address 0x{addr:x}");
         if record.0.valid() {
             record.0.set_overflow(true);
         } else {
@@ -118,6 +135,15 @@ impl ErrorLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_record_if_stale_leaves_the_record_clear() {
+        let log = ErrorLog::new(Interrupts::new(4));
+        log.record_if(|| false, Status::DmaError, Origin::default(), 0x1000);
+        assert_eq!(log.read(), (Swerr::new(), 0));
+        log.record_if(|| true, Status::DmaError, Origin::default(), 0x1000);
+        assert!(log.read().0.valid());
+    }
 
     #[test]
     fn test_report_keeps_the_first_error_and_flags_overflow() {
