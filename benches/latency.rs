@@ -25,16 +25,36 @@ use vsvm::vfio_user::CpuLatency;
 mod qemu;
 
 const PING_ROUNDS: usize = 20_000;
-/// Server configurations: poll window (µs) and whether the CPU latency request is on.
-const CONFIGS: [(u64, bool); 5] = [
-    (0, true),
-    (50, true),
-    (200, true),
-    (1000, true),
-    (200, false),
+/// One way of running the server (and QEMU) for the guest measurements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Config {
+    /// `--poll-us`.
+    window_us: u64,
+    /// The CPU latency request (off: `--no-cpu-latency-qos`).
+    qos: bool,
+    /// Server on the last CPU and QEMU on the first, with `taskset` (a deployment choice, not
+    /// a server default).
+    pinned: bool,
+}
+
+const fn config(window_us: u64, qos: bool, pinned: bool) -> Config {
+    Config {
+        window_us,
+        qos,
+        pinned,
+    }
+}
+
+const CONFIGS: [Config; 6] = [
+    config(0, true, false),
+    config(50, true, false),
+    config(200, true, false),
+    config(1000, true, false),
+    config(200, false, false),
+    config(200, true, true),
 ];
 const IDLE_SECONDS: u64 = 10;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -51,7 +71,7 @@ fn main() {
     // ping-pong runs: run everything ROUNDS times, interleaved, and report medians of medians.
     let (mut blocking, mut spinning, mut host_reads) = (Vec::new(), Vec::new(), Vec::new());
     let mut polling_idle = Vec::new();
-    let mut runs: BTreeMap<(u64, bool), Vec<GuestResult>> = BTreeMap::new();
+    let mut runs: BTreeMap<Config, Vec<GuestResult>> = BTreeMap::new();
     for round in 0..ROUNDS {
         blocking.push(ping_pong(false));
         spinning.push(ping_pong(true));
@@ -61,11 +81,14 @@ fn main() {
             polling_idle.push(ping_pong(false));
         }
         host_reads.push(host_region_reads(PollWindowUs::DEFAULT));
-        for (window, qos) in CONFIGS {
+        for config in CONFIGS {
+            if config.pinned && cpu_count() < 2.0 {
+                continue;
+            }
             let idle = if round == 0 { IDLE_SECONDS } else { 0 };
-            runs.entry((window, qos))
+            runs.entry(config)
                 .or_default()
-                .push(guest_run(window, qos, idle));
+                .push(guest_run(config, idle));
         }
     }
     let (blocking, spinning) = (median(blocking), median(spinning));
@@ -97,7 +120,7 @@ fn main() {
     );
     println!();
     println!(
-        "{:>12} | {:>16} | {:>16} | {:>16} | {:>16} | {:>14} | {:>14}",
+        "{:>20} | {:>16} | {:>16} | {:>16} | {:>16} | {:>14} | {:>14}",
         "poll-us, qos",
         "BAR read",
         "posted write",
@@ -106,7 +129,7 @@ fn main() {
         "idle CPU (10s)",
         "CPUs polling"
     );
-    for ((window, qos), results) in &runs {
+    for (config, results) in &runs {
         let cell = |op: &str| {
             let mut v: Vec<f64> = results
                 .iter()
@@ -116,11 +139,15 @@ fn main() {
             let ns = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
             format!("{:>7.1} µs ({:.2})", ns / 1000.0, ns / 1e9 / base)
         };
-        let qos = if *qos && *window > 0 { "on" } else { "off" };
+        let qos = if config.qos && config.window_us > 0 {
+            "on"
+        } else {
+            "off"
+        };
+        let pinned = if config.pinned { ", pinned" } else { "" };
         println!(
-            "{:>7}, {:>3} | {} | {} | {} | {} | {:>13.2}% | {:>13.2}%",
-            window,
-            qos,
+            "{:>20} | {} | {} | {} | {} | {:>13.2}% | {:>13.2}%",
+            format!("{}, {qos}{pinned}", config.window_us),
             cell("read"),
             cell("write"),
             cell("irq"),
@@ -132,8 +159,8 @@ fn main() {
     println!(
         "\nper boot: median of per-access times measured in the guest kernel; shown: median over \
          {ROUNDS} boots; ratios are to the blocking ping-pong; qos: the server's CPU latency \
-         request inside its window (--no-cpu-latency-qos turns it off); idle CPU: the server's CPU \
-         time, guest idle, first boot; CPUs polling: share of that idle time the machine's CPUs \
+         request inside its window (--no-cpu-latency-qos turns it off); pinned: server on the last \
+         CPU, QEMU on the first (taskset); idle CPU: the server's CPU time, guest idle, first boot; CPUs polling: share of that idle time the machine's CPUs \
          spent in the cpuidle POLL state (0 once the request is lifted)"
     );
 }
@@ -209,7 +236,7 @@ fn host_region_reads(window_us: u64) -> Duration {
     use zerocopy::IntoBytes;
 
     let socket = std::env::temp_dir().join(format!("vsvm-hostread-{}.sock", std::process::id()));
-    let mut server = start_server(&socket, window_us, true);
+    let mut server = start_server(&socket, config(window_us, true, false));
     let s = UnixStream::connect(&socket).unwrap();
     let request = |id: u16, command: Command| Header {
         msg_id: id,
@@ -286,7 +313,30 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux/x86-64
 }
 
-fn start_server(socket: &Path, window_us: u64, qos: bool) -> Child {
+/// `command` run by `taskset` on `cpu` when `pin` (and as it is otherwise).
+fn pinned_to(command: Command, pin: bool, cpu: usize) -> Command {
+    if !pin {
+        return command;
+    }
+    let mut taskset = Command::new("taskset");
+    taskset
+        .args(["-c", &cpu.to_string()])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => taskset.env(key, value),
+            None => taskset.env_remove(key),
+        };
+    }
+    taskset
+}
+
+fn last_cpu() -> usize {
+    cpu_count() as usize - 1
+}
+
+fn start_server(socket: &Path, config: Config) -> Child {
     let _ = std::fs::remove_file(socket);
     let mut command = Command::new(env!("CARGO_BIN_EXE_vsvm"));
     command.args([
@@ -294,14 +344,13 @@ fn start_server(socket: &Path, window_us: u64, qos: bool) -> Child {
         "--device",
         "accel",
         "--poll-us",
-        &window_us.to_string(),
+        &config.window_us.to_string(),
     ]);
-    if !qos {
+    if !config.qos {
         command.arg("--no-cpu-latency-qos");
     }
-    let child = command
-        .arg("--socket-path")
-        .arg(socket)
+    command.arg("--socket-path").arg(socket);
+    let child = pinned_to(command, config.pinned, last_cpu())
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("starting vsvm");
@@ -313,9 +362,10 @@ fn start_server(socket: &Path, window_us: u64, qos: bool) -> Child {
     child
 }
 
-fn start_guest(socket: &Path, idle: u64) -> Child {
+fn start_guest(socket: &Path, idle: u64, pin: bool) -> Child {
     let extra = format!("quiet vsvm.idle={}", if idle > 0 { idle + 2 } else { 0 });
-    qemu::guest_command(socket, "latency", &extra, qemu::Memory::MemfdShared)
+    let command = qemu::guest_command(socket, "latency", &extra, qemu::Memory::MemfdShared);
+    pinned_to(command, pin, 0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -323,11 +373,11 @@ fn start_guest(socket: &Path, idle: u64) -> Child {
         .expect("starting qemu (run scripts/setup first)")
 }
 
-/// Boots the latency guest against a server with poll window `window_us` and collects results.
-fn guest_run(window_us: u64, qos: bool, idle: u64) -> GuestResult {
+/// Boots the latency guest against a server run as `config` says and collects results.
+fn guest_run(config: Config, idle: u64) -> GuestResult {
     let socket = std::env::temp_dir().join(format!("vsvm-latency-{}.sock", std::process::id()));
-    let mut server = start_server(&socket, window_us, qos);
-    let mut qemu = start_guest(&socket, idle);
+    let mut server = start_server(&socket, config);
+    let mut qemu = start_guest(&socket, idle, config.pinned);
     let (tx, rx) = mpsc::channel();
     let console = BufReader::new(qemu.stdout.take().unwrap());
     std::thread::spawn(move || {
