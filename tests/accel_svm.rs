@@ -355,6 +355,14 @@ fn test_plain_queue_moves_guest_physical_memory() {
     assert_eq!(rig.ram_read(0x20_0123, 10000), data);
 }
 
+/// A descriptor with an opcode the device does not know (refused with BAD_OPCODE in SWERR).
+fn bad_opcode() -> Descriptor {
+    Descriptor {
+        control: DescControl::new().with_opcode(0x7f).into_bits(),
+        ..Descriptor::nop()
+    }
+}
+
 /// A descriptor's interrupts come after HEAD and WQ_DONE moved past it: a driver woken by the
 /// completion (or error) interrupt may count the descriptor done and reuse its slot at once.
 /// The real guest driver found WQ_DONE one behind right after its fence's interrupt.
@@ -362,10 +370,7 @@ fn test_plain_queue_moves_guest_physical_memory() {
 fn test_interrupts_come_after_the_queue_counted_the_descriptor() {
     let mut rig = Rig::plain();
     rig.enable_wq(0, false);
-    let bad = Descriptor {
-        control: DescControl::new().with_opcode(0x7f).into_bits(),
-        ..Descriptor::nop()
-    };
+    let bad = bad_opcode();
     for done in 1..=1000u32 {
         let error = done % 4 == 0;
         let desc = if error { bad } else { Descriptor::nop() };
@@ -979,10 +984,7 @@ fn test_unreadable_ring_is_a_software_error_per_descriptor() {
 fn test_error_between_swerr_read_and_clear_leaves_overflow_without_valid() {
     let mut rig = Rig::plain();
     rig.enable_wq(0, false);
-    let bad = Descriptor {
-        control: DescControl::new().with_opcode(0x7f).into_bits(),
-        ..Descriptor::nop()
-    };
+    let bad = bad_opcode();
     rig.submit(0, &[bad]);
     rig.wait_idle(0);
     let (seen, _) = rig.swerr();
