@@ -312,14 +312,7 @@ mod tests {
     }
 
     fn endpoint() -> (Endpoint<Hooked>, usize, Arc<Mutex<Vec<Event>>>) {
-        let id = Identity {
-            vendor_id: 0x5653,
-            device_id: 1,
-            subsystem_vendor_id: 0x5653,
-            subsystem_id: 1,
-            class_code: 0,
-            revision: 0,
-        };
+        let id = Identity::TEST;
         let msix = BarSpec {
             index: 2,
             size: 4096,

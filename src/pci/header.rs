@@ -73,6 +73,19 @@ pub struct Identity {
     pub revision: u8,
 }
 
+#[cfg(test)]
+impl Identity {
+    /// Any valid identity, for tests that need a function but not a particular one.
+    pub(crate) const TEST: Identity = Identity {
+        vendor_id: 0x5653,
+        device_id: 1,
+        subsystem_vendor_id: 0x5653,
+        subsystem_id: 1,
+        class_code: 0,
+        revision: 0,
+    };
+}
+
 /// Kind of a memory BAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarKind {

@@ -109,14 +109,7 @@ mod tests {
 
     impl Function {
         fn new() -> Self {
-            let id = Identity {
-                vendor_id: 0x5653,
-                device_id: 1,
-                subsystem_vendor_id: 0x5653,
-                subsystem_id: 1,
-                class_code: 0,
-                revision: 0,
-            };
+            let id = Identity::TEST;
             let mut b = ConfigBuilder::new(&id);
             let base = b
                 .ext_capability(&PriEngineCapability { capacity: 16 })

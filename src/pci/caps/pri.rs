@@ -177,14 +177,7 @@ mod tests {
     use crate::pci::{ConfigBuilder, Identity};
 
     fn space(cap: &dyn ExtCapability) -> (ConfigSpace, usize) {
-        let id = Identity {
-            vendor_id: 0x5653,
-            device_id: 1,
-            subsystem_vendor_id: 0x5653,
-            subsystem_id: 1,
-            class_code: 0,
-            revision: 0,
-        };
+        let id = Identity::TEST;
         let mut b = ConfigBuilder::new(&id);
         let base = b.ext_capability(cap).unwrap();
         (b.build(), base)
