@@ -2,10 +2,12 @@
 //! `Ats::translate` hit (mode and enable checks around it), a fence taken and dropped, all
 //! over 512 pages (a 2 MiB buffer), with a plain std `HashMap<u64, u64>` lookup as yardstick.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "common/yardstick.rs"]
+mod yardstick;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -78,15 +80,7 @@ fn benches(c: &mut Criterion) {
         .sample_size(30);
     let pasid = Pasid::new(1);
 
-    let mut map: HashMap<u64, u64> = (0..PAGES).map(|p| (VA + p * PAGE, p)).collect();
-    map.shrink_to_fit();
-    let mut i = 0u64;
-    group.bench_function("std_hashmap_lookup", |b| {
-        b.iter(|| {
-            i = (i + 1) % PAGES;
-            black_box(map.get(&black_box(VA + i * PAGE)))
-        })
-    });
+    yardstick::hashmap_lookup(&mut group, VA, PAGE, PAGES);
 
     let atc = Atc::new();
     for p in 0..PAGES {

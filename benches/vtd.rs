@@ -2,9 +2,11 @@
 //! nested 4+4-level walk on IOTLB misses (context and PASID caches warm), and a plain std
 //! `HashMap<u64, u64>` lookup as the yardstick. Targets: hit <= 25 ns, nested miss <= 400 ns.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+#[path = "common/yardstick.rs"]
+mod yardstick;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -114,15 +116,7 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
 
-    let mut map: HashMap<u64, u64> = (0..PAGES).map(|p| (VA + p * PAGE, p)).collect();
-    map.shrink_to_fit();
-    let mut i = 0u64;
-    group.bench_function("std_hashmap_lookup", |b| {
-        b.iter(|| {
-            i = (i + 1) % PAGES;
-            black_box(map.get(&black_box(VA + i * PAGE)))
-        })
-    });
+    yardstick::hashmap_lookup(&mut group, VA, PAGE, PAGES);
 
     // IOTLB hits over the same 512 pages the yardstick looks up.
     let mut v = first_stage();
