@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "../module/vsvm_accel_uapi.h"
+#include "pattern.h"
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...)
@@ -60,19 +61,6 @@ static unsigned long parse_num(const char *s, const char *what)
 		usage();
 	}
 	return v;
-}
-
-/* xorshift64: a cheap reproducible pattern, different for every job. */
-static void fill(uint8_t *buf, size_t len, uint64_t seed)
-{
-	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-
-	for (size_t i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (uint8_t)(x >> 32);
-	}
 }
 
 static struct vsvm_accel_info info(int fd)
@@ -133,7 +121,7 @@ int main(int argc, char **argv)
 	for (unsigned long k = 0; k < iters; k++) {
 		struct vsvm_accel_copy job;
 
-		fill(src, len, seed + k);
+		pattern_bytes(src, len, seed + k);
 		memset(dst, 0xa5, len);	/* the driver must overwrite every byte */
 		memset(&job, 0, sizeof(job));
 		job.user_src = (uintptr_t)src;

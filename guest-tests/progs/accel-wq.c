@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "../module/vsvm_accel_uapi.h"
+#include "pattern.h"
 
 #define KiB		1024u
 #define MiB		(1024u * KiB)
@@ -79,25 +80,12 @@ static void case_ok(const char *fmt, ...)
 	printf("wq %s: %s%sOK\n", case_name, what, *what ? " " : "");
 }
 
-/* xorshift64: reproducible data, different for every case. */
-static void random_bytes(uint8_t *buf, size_t len, uint64_t s)
-{
-	uint64_t x = s * 0x9e3779b97f4a7c15ull + 1;
-
-	for (size_t i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (uint8_t)(x >> 32);
-	}
-}
-
 /* A new case: random arena contents (the first @len bytes matter), no ops. */
 static void begin(const char *name, uint32_t len)
 {
 	case_name = name;
 	cases++;
-	random_bytes(img, len, seed + (uint64_t)cases);
+	pattern_bytes(img, len, seed + (uint64_t)cases);
 	memcpy(want, img, len);
 	memset(ops, 0, sizeof(ops));
 	nops = 0;
