@@ -75,7 +75,7 @@ impl CpuLatency {
     /// Activates the request until the returned hold (and every other live hold) is dropped.
     pub fn hold(&self) -> LatencyHold {
         if let Some(request) = &self.0 {
-            let mut holders = request.holders.lock().unwrap();
+            let mut holders = request.holders.lock().unwrap_or_else(|e| e.into_inner());
             if *holders == 0 {
                 request.write(ACTIVE_US);
             }
@@ -101,7 +101,7 @@ pub struct LatencyHold(Option<Arc<Request>>);
 impl Drop for LatencyHold {
     fn drop(&mut self) {
         if let Some(request) = &self.0 {
-            let mut holders = request.holders.lock().unwrap();
+            let mut holders = request.holders.lock().unwrap_or_else(|e| e.into_inner());
             *holders -= 1;
             if *holders == 0 {
                 request.write(NO_CONSTRAINT_US);
