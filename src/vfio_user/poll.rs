@@ -1,6 +1,7 @@
 //! Adaptive polling: after a message, keep checking the socket for a bounded window before
 //! going to sleep in the kernel. A guest's MMIO accesses come in bursts, and every BAR read is a
-//! full round trip whose cost is mostly the two sides' wake-ups; spinning removes ours.
+//! full round trip whose cost is mostly wake-ups; spinning removes ours, and the CPU latency
+//! request the server holds for the same window ([`super::cpu_latency`]) makes QEMU's cheaper.
 
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
