@@ -29,7 +29,7 @@ pub struct Header {
     pub command: u16,
     /// Whole message size in bytes, header included.
     pub message_size: u32,
-    /// [`HeaderFlags`]: bits 3:0 message type, then NO_REPLY and ERROR.
+    /// [`header_flags`]: bits 3:0 message type, then NO_REPLY and ERROR.
     pub flags: u32,
     /// errno of a failed request, valid when ERROR is set.
     pub error: u32,
