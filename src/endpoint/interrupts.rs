@@ -33,13 +33,13 @@ impl Interrupts {
 
     /// Number of vectors.
     pub fn count(&self) -> u32 {
-        self.vectors.lock().unwrap().len() as u32
+        self.vectors.lock().unwrap_or_else(|e| e.into_inner()).len() as u32
     }
 
     /// Raises `vector`: signals its eventfd, or marks it pending while masked.
     /// Returns whether an interrupt was actually sent.
     pub fn trigger(&self, vector: u32) -> bool {
-        let mut vectors = self.vectors.lock().unwrap();
+        let mut vectors = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
         let Some(v) = vectors.get_mut(vector as usize) else {
             return false;
         };
@@ -52,7 +52,7 @@ impl Interrupts {
 
     /// Applies a SET_IRQS request to the vectors it names.
     pub fn set(&self, request: IrqSetRequest) -> Result<(), Errno> {
-        let mut vectors = self.vectors.lock().unwrap();
+        let mut vectors = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
         let end = request
             .start
             .checked_add(request.count)
@@ -86,7 +86,7 @@ impl Interrupts {
     pub fn pending(&self, vector: u32) -> bool {
         self.vectors
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .get(vector as usize)
             .is_some_and(|v| v.pending)
     }
@@ -95,7 +95,7 @@ impl Interrupts {
     pub fn clear(&self) {
         self.vectors
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .iter_mut()
             .for_each(|v| *v = Vector::default());
     }

@@ -70,7 +70,7 @@ impl GuestMemory {
         &self,
         f: impl FnOnce(&mut MapTable) -> Result<T, MapError>,
     ) -> Result<T, MapError> {
-        let mut slot = self.inner.table.write().unwrap();
+        let mut slot = self.inner.table.write().unwrap_or_else(|e| e.into_inner());
         let mut table = MapTable::clone(&slot);
         let out = f(&mut table)?;
         *slot = Arc::new(table);
@@ -134,14 +134,14 @@ impl GuestMemory {
 
     /// Forgets every map and the client (disconnect).
     pub fn clear(&self) {
-        *self.inner.table.write().unwrap() = Arc::default();
-        *self.inner.port.write().unwrap() = None;
+        *self.inner.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
+        *self.inner.port.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.changed();
     }
 
     /// Sets the client port used for maps without fd.
     pub fn set_port(&self, port: Option<DmaPort>) {
-        *self.inner.port.write().unwrap() = port;
+        *self.inner.port.write().unwrap_or_else(|e| e.into_inner()) = port;
         self.changed();
     }
 
@@ -151,14 +151,28 @@ impl GuestMemory {
 
     /// Number of maps.
     pub fn map_count(&self) -> usize {
-        self.inner.table.read().unwrap().len()
+        self.inner
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// A snapshot of the maps for a series of accesses (a table walk, a copy).
     pub fn view(&self) -> MemView {
         MemView {
-            table: self.inner.table.read().unwrap().clone(),
-            port: self.inner.port.read().unwrap().clone(),
+            table: self
+                .inner
+                .table
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            port: self
+                .inner
+                .port
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             last: RefCell::new(None),
         }
     }

@@ -125,7 +125,7 @@ impl DmaPort {
             .inner
             .pending
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .waiters
             .remove(&reply.header.msg_id);
         match waiter {
@@ -140,13 +140,13 @@ impl DmaPort {
 
     /// Fails every outstanding and future request (the client is gone).
     pub fn close(&self) {
-        let mut pending = self.inner.pending.lock().unwrap();
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.closed = true;
         pending.waiters.clear();
     }
 
     fn register(&self) -> Result<(u16, Receiver<Message>), DmaPortError> {
-        let mut pending = self.inner.pending.lock().unwrap();
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.closed {
             return Err(DmaPortError::Closed);
         }
@@ -187,19 +187,29 @@ impl DmaPort {
             count: count as u64,
         };
         let sent = send_message(
-            &self.inner.writer.lock().unwrap(),
+            &self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()),
             header,
             &[access.as_bytes(), data],
         );
         if let Err(e) = sent {
-            self.inner.pending.lock().unwrap().waiters.remove(&msg_id);
+            self.inner
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiters
+                .remove(&msg_id);
             return Err(DmaPortError::Io(e));
         }
         match rx.recv_timeout(REPLY_TIMEOUT) {
             Ok(reply) => Ok(reply),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(DmaPortError::Closed),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.inner.pending.lock().unwrap().waiters.remove(&msg_id);
+                self.inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .waiters
+                    .remove(&msg_id);
                 Err(DmaPortError::Timeout(REPLY_TIMEOUT))
             }
         }

@@ -156,5 +156,9 @@ fn send_reply(
             Vec::new()
         }
     };
-    send_message(&writer.lock().unwrap(), header, &[&body])
+    send_message(
+        &writer.lock().unwrap_or_else(|e| e.into_inner()),
+        header,
+        &[&body],
+    )
 }
