@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cap;
 pub mod context;
+pub mod entries;
 pub mod fault;
 pub mod fault_log;
 pub mod ids;

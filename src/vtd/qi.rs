@@ -9,14 +9,16 @@
 
 use log::warn;
 
-use super::cache::{Caches, IotlbInvalidation, PasidIotlbInvalidation};
+use super::cache::{
+    Caches, ContextInvalidation, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
+};
 use super::cap::VtdConfig;
 use super::fault_log;
 use super::inv_desc::{DescError, Descriptor, InvDesc, InvWait, DESC_QWORDS, DESC_QWORDS_128};
 use super::regs::{
     Fsts, Ics, IqOffset, Iqa, Iqercd, RegisterFile, DMAR_IQH_REG, DMAR_IQT_REG, INVALIDATION_EVENT,
 };
-use super::sink::VtdSink;
+use super::sink::{DevTlbInvalidation, PageGroupResponse, VtdSink};
 use super::walk::PAGE_SIZE;
 use crate::mem::{Gpa, GuestMemory, MemView};
 
@@ -88,12 +90,12 @@ impl QueueGeometry {
     }
 
     /// Whether `offset` can be a queue position: inside the queue, on a descriptor boundary.
-    fn valid_offset(&self, offset: u64) -> bool {
+    pub fn valid_offset(&self, offset: u64) -> bool {
         offset < self.size && offset % self.desc_size() == 0
     }
 
     /// Fetches the descriptor at `offset`.
-    fn fetch(&self, view: &MemView, offset: u64) -> Option<InvDesc> {
+    pub fn fetch(&self, view: &MemView, offset: u64) -> Option<InvDesc> {
         let at = self.base.checked_add(offset)?;
         let mut desc = InvDesc::default();
         for (i, qword) in desc.0.iter_mut().take(self.quadwords()).enumerate() {
@@ -103,18 +105,76 @@ impl QueueGeometry {
     }
 }
 
+/// What carries out the invalidations a queue (or the register interface) asks for. The
+/// self-translating unit drops entries from its own caches ([`CacheExecutor`]); the
+/// guest-facing front end forwards them to a host IOMMU through the neutral API. Each call
+/// returns once the invalidation is complete.
+pub trait Executor {
+    /// A context-cache invalidation.
+    fn context_cache(&mut self, inv: ContextInvalidation);
+    /// An IOTLB invalidation (second-stage and pass-through mappings), already coarsened to
+    /// what the unit performs ([`coarsen_iotlb`]).
+    fn iotlb(&mut self, inv: IotlbInvalidation);
+    /// A PASID-based IOTLB invalidation (first-stage mappings).
+    fn pasid_iotlb(&mut self, inv: PasidIotlbInvalidation);
+    /// A PASID-cache invalidation.
+    fn pasid_cache(&mut self, inv: PasidCacheInvalidation);
+    /// A device-TLB invalidation, with or without PASID.
+    fn device_tlb(&mut self, inv: DevTlbInvalidation);
+    /// A page group response to deliver to a device.
+    fn page_group_response(&mut self, resp: PageGroupResponse);
+    /// Where the queue's interrupts (completion and error events) go.
+    fn sink(&mut self) -> &mut dyn VtdSink;
+}
+
+/// The executor of a unit that translates by itself: its caches, and the sink for what leaves.
+pub struct CacheExecutor<'a> {
+    /// The caches invalidations drop entries from.
+    pub caches: &'a mut Caches,
+    /// Device-TLB invalidations and page responses go here.
+    pub sink: &'a mut dyn VtdSink,
+}
+
+impl Executor for CacheExecutor<'_> {
+    fn context_cache(&mut self, inv: ContextInvalidation) {
+        self.caches.invalidate_context(inv);
+    }
+
+    fn iotlb(&mut self, inv: IotlbInvalidation) {
+        self.caches.invalidate_iotlb(inv);
+    }
+
+    fn pasid_iotlb(&mut self, inv: PasidIotlbInvalidation) {
+        self.caches.invalidate_pasid_iotlb(inv);
+    }
+
+    fn pasid_cache(&mut self, inv: PasidCacheInvalidation) {
+        self.caches.invalidate_pasid_cache(inv);
+    }
+
+    fn device_tlb(&mut self, inv: DevTlbInvalidation) {
+        self.sink.device_tlb_invalidate(inv);
+    }
+
+    fn page_group_response(&mut self, resp: PageGroupResponse) {
+        self.sink.page_group_response(resp);
+    }
+
+    fn sink(&mut self) -> &mut dyn VtdSink {
+        self.sink
+    }
+}
+
 /// What the queue needs from its unit while it runs.
 pub struct QueueContext<'a> {
     /// The registers.
     pub regs: &'a mut RegisterFile,
     /// Guest memory (queue and status writes).
     pub mem: &'a GuestMemory,
-    /// The caches invalidations drop entries from.
-    pub caches: &'a mut Caches,
     /// Capabilities.
     pub config: &'a VtdConfig,
-    /// Outputs.
-    pub sink: &'a mut dyn VtdSink,
+    /// Carries out the invalidations; its sink takes the interrupts.
+    pub exec: &'a mut dyn Executor,
 }
 
 /// Records a queue error: FSTS.IQE and IQERCD.IQEI, fault event per FECTL. IQH is left on the
@@ -123,7 +183,7 @@ fn queue_error(ctx: &mut QueueContext<'_>, error: QueueError) {
     let head = IqOffset::from_bits(ctx.regs.get(DMAR_IQH_REG)).bytes();
     warn!("VT-d invalidation queue error {error:?} at offset 0x{head:x}");
     ctx.regs.update(|r: Iqercd| r.with_iqei(error as u8));
-    fault_log::report_status(ctx.regs, Fsts::new().with_iqe(true), ctx.sink);
+    fault_log::report_status(ctx.regs, Fsts::new().with_iqe(true), ctx.exec.sink());
 }
 
 /// Processes descriptors from IQH up to IQT, unless IQE is pending. Terminates: IQH moves one
@@ -144,7 +204,12 @@ pub fn process(ctx: &mut QueueContext<'_>, queue: &QueueGeometry) {
             queue_error(ctx, QueueError::Memory);
             return;
         };
-        if let Err(error) = execute(ctx, &view, queue, &desc) {
+        let done = match execute(ctx.config, queue, &desc, ctx.exec) {
+            Ok(Some(wait)) => wait_descriptor(ctx, &view, &wait),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = done {
             queue_error(ctx, error);
             return;
         }
@@ -154,38 +219,43 @@ pub fn process(ctx: &mut QueueContext<'_>, queue: &QueueGeometry) {
     }
 }
 
-/// Decodes and performs one descriptor.
-fn execute(
-    ctx: &mut QueueContext<'_>,
-    view: &MemView,
+/// Decodes and performs one descriptor with `exec`. An invalidation wait is returned for the
+/// caller to complete (status write, completion event): only the caller knows when every
+/// earlier descriptor has completed.
+pub fn execute(
+    config: &VtdConfig,
     queue: &QueueGeometry,
     desc: &InvDesc,
-) -> Result<(), QueueError> {
+    exec: &mut dyn Executor,
+) -> Result<Option<InvWait>, QueueError> {
     let kind = desc.kind().ok_or(QueueError::InvalidType)?;
     if kind.needs_256_bit() && !queue.wide {
         return Err(QueueError::InvalidWidth);
     }
     match Descriptor::try_from(desc)? {
-        Descriptor::ContextCache(cc) => ctx.caches.invalidate_context(cc.0),
+        Descriptor::ContextCache(cc) => exec.context_cache(cc.0),
         Descriptor::Iotlb(iotlb) => {
-            let inv = coarsen_iotlb(ctx.config, iotlb.inv);
-            if (iotlb.drain_reads || iotlb.drain_writes) && !ctx.config.draining {
+            if (iotlb.drain_reads || iotlb.drain_writes) && !config.draining {
                 return Err(QueueError::ReservedField);
             }
-            ctx.caches.invalidate_iotlb(inv);
+            exec.iotlb(coarsen_iotlb(config, iotlb.inv));
         }
-        Descriptor::DevTlb(dev) => ctx.sink.device_tlb_invalidate(dev.0),
+        Descriptor::DevTlb(dev) => exec.device_tlb(dev.0),
         // No interrupt remapping (ECAP.IR = 0): nothing is cached, the descriptor is a no-op.
         Descriptor::Iec(_) => {}
-        Descriptor::Wait(wait) => wait_descriptor(ctx, view, &wait)?,
-        Descriptor::PasidIotlb(piotlb) => ctx
-            .caches
-            .invalidate_pasid_iotlb(clamp_pasid_iotlb(piotlb.0)),
-        Descriptor::PasidCache(pc) => ctx.caches.invalidate_pasid_cache(pc.0),
-        Descriptor::PasidDevTlb(dev) => ctx.sink.device_tlb_invalidate(dev.0),
-        Descriptor::PageGroupResponse(resp) => ctx.sink.page_group_response(resp.0),
+        Descriptor::Wait(wait) => {
+            if wait.page_drain && !config.pds {
+                // PD is defined only with ECAP.PDS.
+                return Err(QueueError::ReservedField);
+            }
+            return Ok(Some(wait));
+        }
+        Descriptor::PasidIotlb(piotlb) => exec.pasid_iotlb(clamp_pasid_iotlb(piotlb.0)),
+        Descriptor::PasidCache(pc) => exec.pasid_cache(pc.0),
+        Descriptor::PasidDevTlb(dev) => exec.device_tlb(dev.0),
+        Descriptor::PageGroupResponse(resp) => exec.page_group_response(resp.0),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Page-selective IOTLB invalidation the unit cannot do as asked becomes domain-selective,
@@ -231,10 +301,6 @@ fn wait_descriptor(
     view: &MemView,
     wait: &InvWait,
 ) -> Result<(), QueueError> {
-    if wait.page_drain && !ctx.config.pds {
-        // PD is defined only with ECAP.PDS.
-        return Err(QueueError::ReservedField);
-    }
     if wait.status_write {
         view.write(Gpa(wait.status_addr), &wait.status_data.to_le_bytes())
             .map_err(|_| QueueError::Memory)?;
@@ -244,7 +310,7 @@ fn wait_descriptor(
         let ics: Ics = ctx.regs.load();
         if !ics.iwc() {
             ctx.regs.store(ics.with_iwc(true));
-            ctx.regs.raise_event(&INVALIDATION_EVENT, ctx.sink);
+            ctx.regs.raise_event(&INVALIDATION_EVENT, ctx.exec.sink());
         }
     }
     Ok(())

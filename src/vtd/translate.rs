@@ -6,23 +6,16 @@ use std::ops::RangeInclusive;
 
 use super::cache::{CachedContext, Caches, IotlbEntry, IotlbSize};
 use super::cap::VtdConfig;
-use super::context::{
-    legacy_context_reserved, scalable_context_reserved, LegacyContext, LegacyContextEntry,
-    ScalableContext, ScalableContextEntry, LEGACY_CONTEXT_BYTES, SCALABLE_CONTEXT_BYTES,
-};
+use super::context::{LegacyContext, ScalableContext};
+use super::entries::EntryReader;
 use super::fault::FaultReason;
-use super::ids::{DomainId, Pasid, SourceId};
-use super::pasid::{
-    dir_index, pasid_dir_reserved, pasid_entry_reserved, table_index, PasidDirEntry, PasidEntry,
-    PasidParams, Pgtt, PASID_DIR_ENTRY_BYTES, PASID_ENTRY_BYTES,
-};
+use super::ids::{DomainId, Pasid};
+use super::pasid::{dir_index, PasidParams, Pgtt};
 use super::request::{Access, Fault, Perms, Request, Translation};
-use super::root::{root_reserved, RootEntry, RootLookup};
 use super::walk::{
     self, bits_from, Denied, FsFault, FsReserved, SsFault, SsReserved, WalkFault, Walked,
-    PAGE_SHIFT,
 };
-use crate::mem::{Gpa, MemView};
+use crate::mem::MemView;
 
 /// Translation table type, RTADDR_REG.TTM (bits 11:10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,15 +39,10 @@ pub struct RootTable {
 /// conditions LGN.4 / SGN.8); interrupts reach the unit as requests to the input range.
 pub const INTERRUPT_RANGE: RangeInclusive<u64> = 0xfee0_0000..=0xfeef_ffff;
 
-/// Reserved-bit masks of every structure, for this unit's address width and features.
+/// Reserved-bit masks of the paging structures, for this unit's address width and features
+/// (those of root, context and PASID entries live in [`EntryReader`]).
 #[derive(Debug)]
 struct Reserved {
-    legacy_root: [u64; 2],
-    scalable_root: [u64; 2],
-    legacy_context: [u64; 2],
-    scalable_context: [u64; 4],
-    pasid_dir: u64,
-    pasid_entry: [u64; 8],
     ss_legacy: SsReserved,
     ss_scalable: SsReserved,
     fs: FsReserved,
@@ -63,12 +51,6 @@ struct Reserved {
 impl Reserved {
     fn new(c: &VtdConfig) -> Self {
         Reserved {
-            legacy_root: root_reserved(false, c.mgaw),
-            scalable_root: root_reserved(true, c.mgaw),
-            legacy_context: legacy_context_reserved(c.mgaw),
-            scalable_context: scalable_context_reserved(c),
-            pasid_dir: pasid_dir_reserved(c.mgaw),
-            pasid_entry: pasid_entry_reserved(c),
             ss_legacy: walk::second_stage::reserved(c.mgaw, false, c.sl_2m, c.sl_1g),
             ss_scalable: walk::second_stage::reserved(c.mgaw, true, c.sl_2m, c.sl_1g),
             fs: walk::first_stage::reserved(c.mgaw, c.fl_1g),
@@ -157,6 +139,7 @@ pub struct Translator {
     config: VtdConfig,
     caches: Caches,
     rsvd: Reserved,
+    entries: EntryReader,
     /// The root table the caches were filled under.
     root: Option<RootTable>,
 }
@@ -166,6 +149,7 @@ impl Translator {
     pub fn new(config: VtdConfig) -> Self {
         Translator {
             rsvd: Reserved::new(&config),
+            entries: EntryReader::new(config),
             config,
             caches: Caches::default(),
             root: None,
@@ -261,43 +245,7 @@ impl Translator {
 
     /// Whether a table pointer is 4 KiB aligned and below the host address width.
     fn valid_table(&self, addr: u64) -> bool {
-        addr & (bits_from(self.config.mgaw) | ((1 << PAGE_SHIFT) - 1)) == 0
-    }
-
-    /// Reads the root entry for `source` and finds its context entry.
-    fn root_lookup(
-        &self,
-        mem: &MemView,
-        root: u64,
-        source: SourceId,
-        scalable: bool,
-    ) -> Result<(u64, u64), FaultReason> {
-        use FaultReason::*;
-        let (access, not_present, reserved) = if scalable {
-            (
-                SmRootEntryAccess,
-                SmRootEntryNotPresent,
-                SmRootEntryReserved,
-            )
-        } else {
-            (RootTableInvalid, RootEntryNotPresent, RootEntryReserved)
-        };
-        let at = RootEntry::address(root, source);
-        let read = |a: u64| mem.read_u64(Gpa(a)).map_err(|_| access);
-        let entry = RootEntry {
-            lo: read(at)?,
-            hi: read(at.wrapping_add(8))?,
-        };
-        let lookup = if scalable {
-            entry.scalable(source, &self.rsvd.scalable_root)
-        } else {
-            entry.legacy(source, &self.rsvd.legacy_root)
-        };
-        match lookup {
-            RootLookup::NotPresent => Err(not_present),
-            RootLookup::Reserved => Err(reserved),
-            RootLookup::Context { table, index } => Ok((table, index)),
-        }
+        self.entries.valid_table(addr)
     }
 
     /// Legacy mode: context entry (TT, AW, SLPTPTR, DID), then second stage or pass-through.
@@ -348,18 +296,9 @@ impl Translator {
         root: u64,
         req: &Request,
     ) -> Result<LegacyContext, Fault> {
-        let (table, index) = self
-            .root_lookup(mem, root, req.source, false)
-            .map_err(|r| fault(req, r, false))?;
-        let at = table.wrapping_add(index * LEGACY_CONTEXT_BYTES);
-        let read = |a: u64| {
-            mem.read_u64(Gpa(a))
-                .map_err(|_| fault(req, FaultReason::ContextTableInvalid, false))
-        };
-        let entry = LegacyContextEntry::from_words(read(at)?, read(at.wrapping_add(8))?);
-        entry
-            .check(&self.rsvd.legacy_context, &self.config)
-            .map_err(|r| fault(req, r, entry.lo.fpd()))
+        self.entries
+            .legacy_context(mem, root, req.source)
+            .map_err(|f| fault(req, f.reason, f.fpd))
     }
 
     /// Scalable mode: context entry, PASID (or RID_PASID), PASID directory and table entry,
@@ -477,20 +416,9 @@ impl Translator {
         root: u64,
         req: &Request,
     ) -> Result<ScalableContext, Fault> {
-        let (table, index) = self
-            .root_lookup(mem, root, req.source, true)
-            .map_err(|r| fault(req, r, false))?;
-        let at = table.wrapping_add(index * SCALABLE_CONTEXT_BYTES);
-        let mut words = [0u64; 4];
-        for (i, word) in words.iter_mut().enumerate() {
-            *word = mem
-                .read_u64(Gpa(at.wrapping_add(8 * i as u64)))
-                .map_err(|_| fault(req, FaultReason::SmContextEntryAccess, false))?;
-        }
-        let entry = ScalableContextEntry { words };
-        entry
-            .check(&self.rsvd.scalable_context)
-            .map_err(|r| fault(req, r, entry.fpd()))
+        self.entries
+            .scalable_context(mem, root, req.source)
+            .map_err(|f| fault(req, f.reason, f.fpd))
     }
 
     fn read_pasid_entry(
@@ -501,36 +429,9 @@ impl Translator {
         req: &Request,
         context_fpd: bool,
     ) -> Result<PasidParams, Fault> {
-        use FaultReason::*;
-        let dir_at = context
-            .pasid_dir
-            .wrapping_add(dir_index(pasid) * PASID_DIR_ENTRY_BYTES);
-        let dir_raw = mem
-            .read_u64(Gpa(dir_at))
-            .map_err(|_| fault(req, SmPasidDirEntryAccess, context_fpd))?;
-        let dir = PasidDirEntry::from_bits(dir_raw);
-        let fpd = context_fpd || dir.fpd();
-        if !dir.present() {
-            return Err(fault(req, SmPasidDirEntryNotPresent, fpd));
-        }
-        if dir_raw & self.rsvd.pasid_dir != 0 {
-            return Err(fault(req, SmPasidDirEntryReserved, fpd));
-        }
-        let at =
-            (dir.smptblptr() << PAGE_SHIFT).wrapping_add(table_index(pasid) * PASID_ENTRY_BYTES);
-        let mut words = [0u64; 8];
-        for (i, word) in words.iter_mut().enumerate() {
-            *word = mem
-                .read_u64(Gpa(at.wrapping_add(8 * i as u64)))
-                .map_err(|_| fault(req, SmPasidEntryAccess, fpd))?;
-        }
-        let entry = PasidEntry { words };
-        let mut params = entry
-            .check(&self.rsvd.pasid_entry, &self.config)
-            .map_err(|r| fault(req, r, fpd || entry.fpd()))?;
-        // The directory's FPD covers the entries below it; keep it with the cached entry.
-        params.fpd |= dir.fpd();
-        Ok(params)
+        self.entries
+            .pasid_entry(mem, context, pasid, context_fpd)
+            .map_err(|f| fault(req, f.reason, f.fpd))
     }
 
     /// Pass-through: the output is the input, for inputs below the host address width.
@@ -692,7 +593,7 @@ mod tests {
     #[test]
     fn test_fpd_suppresses_only_qualified_faults() {
         let req = Request {
-            source: SourceId(1),
+            source: crate::vtd::SourceId(1),
             pasid: None,
             addr: 0,
             access: Access::READ,
@@ -700,21 +601,6 @@ mod tests {
         assert!(fault(&req, FaultReason::ContextEntryNotPresent, true).fpd);
         assert!(!fault(&req, FaultReason::RootEntryNotPresent, true).fpd);
         assert!(!fault(&req, FaultReason::ReadNotPermitted, false).fpd);
-    }
-
-    #[test]
-    fn test_reserved_tables_follow_config() {
-        let wide = Reserved::new(&VtdConfig {
-            mgaw: 57,
-            ..VtdConfig::default()
-        });
-        let narrow = Reserved::new(&VtdConfig {
-            mgaw: 39,
-            ..VtdConfig::default()
-        });
-        assert_eq!(wide.pasid_dir & (1 << 50), 0);
-        assert_eq!(narrow.pasid_dir & (1 << 40), 1 << 40);
-        assert_eq!(narrow.legacy_root[0] & (1 << 39), 1 << 39);
     }
 
     #[test]

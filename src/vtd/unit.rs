@@ -16,7 +16,7 @@ use super::fault_log::{self, FaultLog, RecordOutcome};
 use super::ids::{DomainId, SourceId};
 use super::inv_desc::masked_page_addr;
 use super::prq::{self, PageRequest, PageRequestOutcome};
-use super::qi::{self, QueueContext, QueueGeometry};
+use super::qi::{self, CacheExecutor, QueueContext, QueueGeometry};
 use super::regs::{
     fault_record_count, Ccmd, ContextGranularity, Fsts, Gcmd, Gsts, IotlbGranularity, IotlbReg,
     Iva, RegisterFile, RtAddr, TranslationTableMode, Written, DMAR_CCMD_REG, DMAR_FECTL_REG,
@@ -323,12 +323,15 @@ impl RemappingUnit {
         let Some(queue) = self.queue else {
             return;
         };
+        let mut exec = CacheExecutor {
+            caches: self.translator.caches(),
+            sink,
+        };
         let mut ctx = QueueContext {
             regs: &mut self.regs,
             mem: &self.mem,
-            caches: self.translator.caches(),
             config: &self.config,
-            sink,
+            exec: &mut exec,
         };
         qi::process(&mut ctx, &queue);
     }
