@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use vsvm::ats::{Atc, AtcLookup, Ats, AtsMode};
 use vsvm::iommu::{
-    Access, BindTarget, CacheInvalidate, DeviceEndpoint, DeviceId, FaultHandler, HostIommu,
-    IoTranslation, PageRequest, PageResponse, Pasid, Perms, Result, TranslateFailure,
+    Access, BindTarget, CacheInvalidate, DefaultDomain, DeviceEndpoint, DeviceId, FaultHandler,
+    HostIommu, IoTranslation, PageRequest, PageResponse, Pasid, Perms, Result, TranslateFailure,
 };
 
 const PAGE: u64 = 4096;
@@ -42,6 +42,12 @@ impl HostIommu for Linear {
         Ok(())
     }
     fn unbind(&self, _: DeviceId, _: Pasid) -> Result<()> {
+        Ok(())
+    }
+    fn rebind(&self, _: DeviceId, _: Pasid, _: BindTarget) -> Result<()> {
+        Ok(())
+    }
+    fn set_default_domain(&self, _: DeviceId, _: DefaultDomain) -> Result<()> {
         Ok(())
     }
     fn cache_invalidate(&self, _: DeviceId, _: CacheInvalidate) -> Result<()> {

@@ -19,9 +19,9 @@ use vsvm::devices::accel::regs::{offset, wq_offset, Cap, PasidCtl, WqCtrl, ACCEL
 use vsvm::devices::accel::{self, Accel};
 use vsvm::endpoint::Endpoint;
 use vsvm::iommu::{
-    Access, BindTarget, CacheInvalidate, CacheType, DeviceEndpoint, DeviceId, FaultHandler,
-    Granularity, HostIommu, IoTranslation, IommuError, PageRequest, PageResponse, PageResponseCode,
-    Pasid, Perms, TranslateFailure, UnrecoverableReason,
+    Access, BindTarget, CacheInvalidate, CacheType, DefaultDomain, DeviceEndpoint, DeviceId,
+    FaultHandler, Granularity, HostIommu, IoTranslation, IommuError, PageRequest, PageResponse,
+    PageResponseCode, Pasid, Perms, TranslateFailure, UnrecoverableReason,
 };
 use vsvm::pci::caps::pri::EXT_CAP_ID_PRI;
 use vsvm::vfio_user::Device;
@@ -133,6 +133,14 @@ impl HostIommu for FakeIommu {
 
     fn unbind(&self, _device: DeviceId, pasid: Pasid) -> Result<(), IommuError> {
         self.unmap_pasid(pasid.raw());
+        Ok(())
+    }
+
+    fn rebind(&self, _d: DeviceId, _p: Pasid, _t: BindTarget) -> Result<(), IommuError> {
+        Ok(())
+    }
+
+    fn set_default_domain(&self, _d: DeviceId, _dom: DefaultDomain) -> Result<(), IommuError> {
         Ok(())
     }
 

@@ -274,20 +274,22 @@ impl Atc {
 
     /// An Invalidate Request: drops the entries `granularity` covers, pages of every size
     /// that overlap a range included. `Domain` drops everything, entries without PASID too;
-    /// `Pasid` and `Range` leave entries without PASID alone.
+    /// `Pasid` and `Range` leave entries without PASID alone, `NoPasid` and `NoPasidRange`
+    /// those with one.
     pub fn invalidate(&self, granularity: Granularity) {
         let mut inner = self.lock();
         inner.invalidations += 1;
         inner.generation = inner.generation.wrapping_add(1);
+        let last = |addr: u64, size: u64| addr.saturating_add(size.max(1) - 1);
         match granularity {
             Granularity::Domain => inner.clear(),
-            Granularity::Pasid(pasid) => {
-                let tag = Space::new(Some(pasid), false).pasid_tag();
-                inner.retain(|_, key| key.space.pasid_tag() != tag);
-            }
+            Granularity::Pasid(pasid) => inner.invalidate_space(Some(pasid)),
+            Granularity::NoPasid => inner.invalidate_space(None),
             Granularity::Range { pasid, addr, size } => {
-                let last = addr.saturating_add(size.max(1) - 1);
-                inner.invalidate_range(pasid, addr, last);
+                inner.invalidate_range(Some(pasid), addr, last(addr, size));
+            }
+            Granularity::NoPasidRange { addr, size } => {
+                inner.invalidate_range(None, addr, last(addr, size));
             }
         }
     }
@@ -367,13 +369,17 @@ impl Inner {
         self.entries = entries;
     }
 
-    /// Drops `pasid`'s entries overlapping `first..=last`: by key when the range spans fewer
-    /// pages of a class than the class holds, by a scan otherwise.
-    fn invalidate_range(&mut self, pasid: Pasid, first: u64, last: u64) {
-        let spaces = [
-            Space::new(Some(pasid), false),
-            Space::new(Some(pasid), true),
-        ];
+    /// Drops every entry of `pasid` (`None`: of requests without PASID), both privileges.
+    fn invalidate_space(&mut self, pasid: Option<Pasid>) {
+        let tag = Space::new(pasid, false).pasid_tag();
+        self.retain(|_, key| key.space.pasid_tag() != tag);
+    }
+
+    /// Drops `pasid`'s entries (`None`: of requests without PASID) overlapping
+    /// `first..=last`: by key when the range spans fewer pages of a class than the class
+    /// holds, by a scan otherwise.
+    fn invalidate_range(&mut self, pasid: Option<Pasid>, first: u64, last: u64) {
+        let spaces = [Space::new(pasid, false), Space::new(pasid, true)];
         let mut removed = 0;
         let mut scan = false;
         for class in &mut self.classes {
@@ -557,15 +563,24 @@ mod tests {
                 .then(|| e.output | (addr & ((1 << e.shift) - 1)))
         }
 
+        /// Written out per granularity rather than with `Granularity::covers`, so that a
+        /// mistake there cannot hide in both.
         fn invalidate(&mut self, g: Granularity) {
+            let outside = |e: &ModelEntry, addr: u64, size: u64| {
+                let first = e.page << e.shift;
+                let last = first + ((1 << e.shift) - 1);
+                let end = addr.saturating_add(size.max(1) - 1);
+                last < addr || first > end
+            };
             self.entries.retain(|e| match g {
                 Granularity::Domain => false,
                 Granularity::Pasid(p) => e.pasid != Some(p),
+                Granularity::NoPasid => e.pasid.is_some(),
                 Granularity::Range { pasid, addr, size } => {
-                    let first = e.page << e.shift;
-                    let last = first + ((1 << e.shift) - 1);
-                    let end = addr.saturating_add(size.max(1) - 1);
-                    e.pasid != Some(pasid) || last < addr || first > end
+                    e.pasid != Some(pasid) || outside(e, addr, size)
+                }
+                Granularity::NoPasidRange { addr, size } => {
+                    e.pasid.is_some() || outside(e, addr, size)
                 }
             });
         }
@@ -629,9 +644,12 @@ mod tests {
         let granularity = prop_oneof![
             1 => Just(Granularity::Domain),
             2 => (0u32..3).prop_map(|p| Granularity::Pasid(Pasid::new(p).unwrap())),
+            1 => Just(Granularity::NoPasid),
             6 => (0u32..3, addr_strategy(), 1u64..0x60_0000).prop_map(|(p, addr, size)| {
                 Granularity::Range { pasid: Pasid::new(p).unwrap(), addr, size }
             }),
+            3 => (addr_strategy(), 1u64..0x60_0000)
+                .prop_map(|(addr, size)| Granularity::NoPasidRange { addr, size }),
         ];
         prop_oneof![
             4 => insert,

@@ -467,6 +467,47 @@ mod tests {
     }
 
     #[test]
+    fn test_invalidate_no_pasid_drops_only_entries_without_pasid() {
+        let (iommu, ats) = populated();
+        iommu.unmap_all();
+        ats.invalidate(Granularity::NoPasid);
+        assert_eq!(ats.stats().entries, 3);
+        assert!(!cached(&ats, None, 0x1000));
+        assert!(cached(&ats, pasid(1), 0x1000));
+        assert!(cached(&ats, pasid(2), 0x1000));
+        assert!(cached(&ats, pasid(1), 0x20_0000));
+    }
+
+    #[test]
+    fn test_invalidate_no_pasid_range_drops_overlapping_entries_without_pasid() {
+        let (iommu, ats) = populated();
+        iommu.map(None, 0x20_0000, 0x20_0000, 0x80_0000, RW);
+        ats.translate(None, 0x20_0000, Access::READ).unwrap();
+        iommu.unmap_all();
+        // Ends just before the 4K page: nothing goes.
+        ats.invalidate(Granularity::NoPasidRange {
+            addr: 0,
+            size: 0x1000,
+        });
+        assert!(cached(&ats, None, 0x1000));
+        // One byte of the 2M page without PASID: it goes, PASID 1's 2M page stays.
+        ats.invalidate(Granularity::NoPasidRange {
+            addr: 0x3f_ffff,
+            size: 1,
+        });
+        assert!(!cached(&ats, None, 0x20_0000));
+        assert!(cached(&ats, pasid(1), 0x20_0000));
+        assert!(cached(&ats, None, 0x1000));
+        ats.invalidate(Granularity::NoPasidRange {
+            addr: 0x1800,
+            size: 0x10,
+        });
+        assert!(!cached(&ats, None, 0x1000));
+        assert!(cached(&ats, pasid(1), 0x1000), "PASID entries untouched");
+        assert!(cached(&ats, pasid(2), 0x1000));
+    }
+
+    #[test]
     fn test_invalidate_range_to_end_of_address_space_scans() {
         let (iommu, ats) = populated();
         iommu.unmap_all();

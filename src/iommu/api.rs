@@ -6,16 +6,19 @@
 use std::sync::Arc;
 
 use super::bind::BindTarget;
+use super::domain::DefaultDomain;
 use super::fault::{FaultHandler, PageRequest, PageResponse, UnrecoverableReason};
 use super::invalidate::{CacheInvalidate, Granularity};
 use super::types::{Access, DeviceId, IoTranslation, Pasid};
 use super::Result;
+use crate::mem::GuestMemory;
 
 /// Why a translation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TranslateFailure {
     /// The page is not present or does not allow the access (an ATS completion with R = W = 0).
     /// A device with PRI enabled sends a page request and retries after a Success response.
+    /// Only requests with a PASID fail this way: without one there is no page-fault path.
     NotPresent,
     /// The request can never succeed (an ATS Unsupported Request / Completer Abort); the IOMMU
     /// has reported it to the device's fault handler.
@@ -30,6 +33,13 @@ pub trait DeviceEndpoint: Send + Sync {
     fn invalidate_atc(&self, granularity: Granularity);
     /// A PRG Response Message.
     fn page_response(&self, resp: PageResponse);
+    /// The guest memory the device's requests reach, when it has its own: a vfio-user client
+    /// maps guest RAM separately on each function's connection, so the IOMMU walks a device's
+    /// tables and sets their A/D flags through that function's map (which survives the
+    /// client reconnecting: it is the same handle, remapped). `None`: the IOMMU's own memory.
+    fn dma_memory(&self) -> Option<GuestMemory> {
+        None
+    }
 }
 
 /// A host IOMMU, vendor-neutral (the seed's API; Linux `iommu_ops`, `iommu_sva_bind_device`,
@@ -46,6 +56,16 @@ pub trait HostIommu: Send + Sync {
     /// Unbinds `pasid`: its IOTLB and ATC entries are invalidated and its pending page
     /// requests answered Invalid Request before this returns.
     fn unbind(&self, device: DeviceId, pasid: Pasid) -> Result<()>;
+    /// Replaces the binding of a bound `pasid` (the guest changed its PASID entry): its IOTLB
+    /// and ATC entries are invalidated before this returns, but its pending page requests
+    /// are kept (unlike [`unbind`](Self::unbind)): the guest answers them against the new
+    /// table. `NotBound` if nothing is bound to it.
+    fn rebind(&self, device: DeviceId, pasid: Pasid, target: BindTarget) -> Result<()>;
+    /// Replaces `device`'s default domain, what its requests without PASID are translated
+    /// with. Before it returns, the IOMMU's cached translations without PASID of the device
+    /// are dropped and the device's ATC entries without PASID invalidated. A device is
+    /// attached with [`DefaultDomain::Identity`].
+    fn set_default_domain(&self, device: DeviceId, domain: DefaultDomain) -> Result<()>;
     /// Invalidates a cache of `device` (for `DeviceTlb`: returns once the device completed).
     fn cache_invalidate(&self, device: DeviceId, inv: CacheInvalidate) -> Result<()>;
     /// Answers a pending page request group; delivered to the device.
@@ -60,7 +80,8 @@ pub trait HostIommu: Send + Sync {
     /// Removes it; its pending groups are answered Invalid Request.
     fn unregister_fault_handler(&self, device: DeviceId) -> Result<()>;
 
-    /// Translates a request of `device` (an ATS Translation Request, or an untranslated DMA).
+    /// Translates a request of `device` (an ATS Translation Request, or an untranslated DMA):
+    /// with a PASID through its binding, without one through the default domain.
     fn translate(
         &self,
         device: DeviceId,

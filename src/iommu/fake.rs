@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Access, BindTarget, CacheInvalidate, DeviceEndpoint, DeviceId, FaultHandler, HostIommu,
-    IoTranslation, PageRequest, PageResponse, Pasid, Perms, Result, TranslateFailure,
+    Access, BindTarget, CacheInvalidate, DefaultDomain, DeviceEndpoint, DeviceId, FaultHandler,
+    HostIommu, IoTranslation, PageRequest, PageResponse, Pasid, Perms, Result, TranslateFailure,
 };
 
 /// Answers a page request from inside `page_request` (as an IOMMU may).
@@ -80,6 +80,12 @@ impl HostIommu for FakeIommu {
         Ok(())
     }
     fn unbind(&self, _: DeviceId, _: Pasid) -> Result<()> {
+        Ok(())
+    }
+    fn rebind(&self, _: DeviceId, _: Pasid, _: BindTarget) -> Result<()> {
+        Ok(())
+    }
+    fn set_default_domain(&self, _: DeviceId, _: DefaultDomain) -> Result<()> {
         Ok(())
     }
     fn cache_invalidate(&self, _: DeviceId, _: CacheInvalidate) -> Result<()> {

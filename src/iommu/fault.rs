@@ -86,9 +86,16 @@ impl PageResponse {
     }
 }
 
-/// Why a request can never be translated (Linux `enum iommu_fault_reason`).
+/// Why a request can never be translated (Linux `enum iommu_fault_reason`, with the two
+/// conditions a request without PASID cannot page-fault its way out of).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnrecoverableReason {
+    /// No translation for a request that cannot page-fault (a request without PASID: Linux's
+    /// DMA domains have no page-fault path): a non-present entry on the walk.
+    NotPresent,
+    /// The translation forbids the access (a write to a read-only page, a user request to a
+    /// supervisor page) of a request that cannot page-fault.
+    Permission,
     /// The device is not attached, or the PASID is bound to nothing.
     PasidInvalid,
     /// The PASID table could not be read.
@@ -105,6 +112,16 @@ pub enum UnrecoverableReason {
     Other,
 }
 
+/// Which translation table a fault was found in (a front end picks the spec's fault reason
+/// from it: VT-d has first- and second-stage variants of most conditions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultStage {
+    /// The first-stage (CPU-format) table, including the fetch of its entries.
+    First,
+    /// The second-stage table.
+    Second,
+}
+
 /// An unrecoverable fault: reported to the handler, answered by nobody.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UnrecoverableFault {
@@ -118,6 +135,9 @@ pub struct UnrecoverableFault {
     pub access: Access,
     /// Why it failed.
     pub reason: UnrecoverableReason,
+    /// The table whose walk failed; `None` when no table walk was involved (unattached
+    /// device, unbound PASID, blocked default domain, PASID table).
+    pub stage: Option<FaultStage>,
 }
 
 /// A fault reported to a device's fault handler (Linux `iommu_fault`).

@@ -1,5 +1,6 @@
 //! The neutral host-IOMMU API (the seed's "vendor-agnostic" interface): binding a PASID to a
-//! process or guest page table or a guest PASID table, cache invalidation in host terms, page
+//! process or guest page table or a guest PASID table, a device's default domain for requests
+//! without PASID, cache invalidation in host terms, page
 //! responses, and the per-device fault reporting framework. The VT-d physical model
 //! (`vtd::piommu`) implements it; devices (through `ats`, `pri`) and front ends use it and
 //! nothing vendor-specific. Like Linux's drivers/iommu/iommu.c, this layer knows no vendor:
@@ -7,6 +8,7 @@
 
 pub mod api;
 pub mod bind;
+pub mod domain;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod fault;
@@ -18,9 +20,10 @@ use thiserror::Error;
 
 pub use api::{DeviceEndpoint, HostIommu, TranslateFailure};
 pub use bind::{BindTarget, FirstStageFlags, PageTable, PagingLevels};
+pub use domain::{DefaultDomain, SecondStageTable};
 pub use fault::{
-    FaultHandler, IommuFault, PageRequest, PageResponse, PageResponseCode, UnrecoverableFault,
-    UnrecoverableReason,
+    FaultHandler, FaultStage, IommuFault, PageRequest, PageResponse, PageResponseCode,
+    UnrecoverableFault, UnrecoverableReason,
 };
 pub use invalidate::{CacheInvalidate, CacheType, Granularity};
 pub use reporter::FaultReporter;

@@ -332,6 +332,7 @@ mod tests {
             addr: 0,
             access: Access::READ,
             reason: UnrecoverableReason::Walk,
+            stage: None,
         });
         assert_eq!(reporter.report(fault), Err(IommuError::NoHandler(DEV)));
         assert_eq!(sent.lock().unwrap().len(), 1, "nothing to answer");

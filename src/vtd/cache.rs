@@ -249,6 +249,14 @@ impl Caches {
         self.iotlb.invalidate_pasid(inv);
     }
 
+    /// Drops the entries of `domain` cached for translations that used no PASID at all (the
+    /// physical model's default domains), all or those overlapping the page block `page`
+    /// (address, AM). No VT-d descriptor names exactly these: the unit's own scalable-mode
+    /// requests without PASID are cached under RID_PASID.
+    pub(crate) fn invalidate_untagged_iotlb(&mut self, domain: DomainId, page: Option<(u64, u8)>) {
+        self.iotlb.invalidate_tagged(domain, None, page);
+    }
+
     /// Drops PASID-cache entries.
     pub fn invalidate_pasid_cache(&mut self, inv: PasidCacheInvalidation) {
         match inv {

@@ -175,8 +175,8 @@ pub struct LegacyContextEntry {
 /// Second-stage table depth and input width for an AW field value, if the unit supports it.
 pub fn second_stage_geometry(aw: u8, config: &VtdConfig) -> Option<(u8, u8)> {
     let supported = (1..=3).contains(&aw) && config.sagaw & (1 << aw) != 0;
-    let agaw = 30 + 9 * aw;
-    supported.then_some((aw + 2, agaw.min(config.mgaw)))
+    // Computed only for a supported AW: any u8 may come in.
+    supported.then(|| (aw + 2, (30 + 9 * aw).min(config.mgaw)))
 }
 
 impl LegacyContextEntry {

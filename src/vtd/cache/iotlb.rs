@@ -384,12 +384,7 @@ impl Iotlb {
     pub(super) fn invalidate_pasid(&mut self, inv: PasidIotlbInvalidation) {
         match inv {
             PasidIotlbInvalidation::Pasid { domain, pasid } => {
-                if self
-                    .groups
-                    .contains_key(&GroupKey::new(domain, Some(pasid)))
-                {
-                    self.retain(|e| e.domain != domain || e.pasid != Some(pasid));
-                }
+                self.invalidate_tagged(domain, Some(pasid), None)
             }
             PasidIotlbInvalidation::Page {
                 domain,
@@ -397,18 +392,33 @@ impl Iotlb {
                 addr,
                 address_mask,
                 ..
-            } => {
-                let Some(group) = self.groups.get(&GroupKey::new(domain, Some(pasid))) else {
-                    return;
-                };
-                let requesters: Vec<Requester> = group.requesters.iter().map(|r| r.0).collect();
-                let (start, span) = page_range(addr, address_mask);
-                let tagged = |e: &IotlbEntry| e.domain == domain && e.pasid == Some(pasid);
-                let in_range = |e: &IotlbEntry| tagged(e) && e.overlaps(start, span);
-                if !self.drop_by_lookup(&requesters, start, span, in_range) {
-                    self.retain(|e| !in_range(e));
-                }
-            }
+            } => self.invalidate_tagged(domain, Some(pasid), Some((addr, address_mask))),
+        }
+    }
+
+    /// Drops the entries of `domain` whose translation used `pasid` (`None`: no PASID at all,
+    /// which only the physical model's default domains cache; this unit's scalable-mode
+    /// requests without PASID use RID_PASID), all or those overlapping the page block `page`
+    /// (address, AM).
+    pub(super) fn invalidate_tagged(
+        &mut self,
+        domain: DomainId,
+        pasid: Option<Pasid>,
+        page: Option<(u64, u8)>,
+    ) {
+        let Some(group) = self.groups.get(&GroupKey::new(domain, pasid)) else {
+            return;
+        };
+        let tagged = |e: &IotlbEntry| e.domain == domain && e.pasid == pasid;
+        let Some((addr, address_mask)) = page else {
+            self.retain(|e| !tagged(e));
+            return;
+        };
+        let requesters: Vec<Requester> = group.requesters.iter().map(|r| r.0).collect();
+        let (start, span) = page_range(addr, address_mask);
+        let in_range = |e: &IotlbEntry| tagged(e) && e.overlaps(start, span);
+        if !self.drop_by_lookup(&requesters, start, span, in_range) {
+            self.retain(|e| !in_range(e));
         }
     }
 

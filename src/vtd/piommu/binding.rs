@@ -17,7 +17,9 @@ use super::super::pasid::{
     dir_index, pasid_dir_reserved, pasid_entry_reserved, table_index, PasidDirEntry, PasidEntry,
     Pgtt, PASID_DIR_ENTRY_BYTES, PASID_ENTRY_BYTES,
 };
-use super::super::walk::{self, bits_from, FsFlags, FsReserved, FsTable, PAGE_SHIFT, PAGE_SIZE};
+use super::super::walk::{
+    self, bits_from, FsFlags, FsReserved, FsTable, SsReserved, PAGE_SHIFT, PAGE_SIZE,
+};
 
 /// The unit's capabilities and the reserved-bit masks derived from them, computed once.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +32,8 @@ pub(super) struct Rules {
     pub pasid_dir: u64,
     /// PASID table entries.
     pub pasid_entry: [u64; 8],
+    /// Second-stage paging entries (default domains).
+    pub ss: SsReserved,
 }
 
 impl Rules {
@@ -39,11 +43,15 @@ impl Rules {
             fs: walk::first_stage::reserved(config.mgaw, config.fl_1g),
             pasid_dir: pasid_dir_reserved(config.mgaw),
             pasid_entry: pasid_entry_reserved(&config),
+            // Scalable-mode masks (SNP allowed in leaves) for legacy-mode tables too: the
+            // neutral API does not say which mode a table comes from, and a legacy guest
+            // only sets SNP when ECAP.SC invites it.
+            ss: walk::second_stage::reserved(config.mgaw, true, config.sl_2m, config.sl_1g),
         }
     }
 
     /// Whether `addr` can point to a table: 4 KiB aligned and below the address width.
-    fn valid_table(&self, addr: u64) -> bool {
+    pub fn valid_table(&self, addr: u64) -> bool {
         addr & (bits_from(self.config.mgaw) | (PAGE_SIZE - 1)) == 0
     }
 
@@ -81,7 +89,7 @@ impl Rules {
     /// The first-stage table of a process or guest page table, as a PASID entry with PGTT
     /// first-stage would describe it. ERE follows the unit (ECAP.ERS): execute requests are
     /// then allowed wherever the tables allow them (XD clear); the neutral API has no flag.
-    fn first_stage(&self, table: &PageTable) -> Result<FsTable, IommuError> {
+    pub fn first_stage(&self, table: &PageTable) -> Result<FsTable, IommuError> {
         let c = &self.config;
         if !self.valid_table(table.root) {
             return Err(IommuError::InvalidTarget(
@@ -174,6 +182,15 @@ pub(super) enum Entry {
     Unbound,
 }
 
+/// Why `rebind` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rebind {
+    /// Nothing is bound to the PASID.
+    NotBound,
+    /// The new binding is of the other kind (a table for a guest PASID table, or back).
+    OtherKind,
+}
+
 /// What `unbind` removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Unbound {
@@ -197,6 +214,29 @@ impl Pasids {
                 Ok(())
             }
             (_, binding) => Err(binding),
+        }
+    }
+
+    /// Replaces the binding of a bound `pasid` with `binding` of the same kind (with a guest
+    /// PASID table bound: the table, as bind ignored the PASID). Returns what the IOTLB and
+    /// ATC must drop: the PASID's entries, or for a new guest table every entry.
+    pub fn rebind(&mut self, pasid: Pasid, binding: Binding) -> Result<Granularity, Rebind> {
+        match (&mut *self, binding) {
+            (Pasids::Bound(tables), Binding::Table(table)) => match tables.get_mut(&pasid) {
+                Some(bound) => {
+                    *bound = table;
+                    Ok(Granularity::Pasid(pasid))
+                }
+                None => Err(Rebind::NotBound),
+            },
+            (Pasids::Guest(_), Binding::Guest(guest)) => {
+                *self = Pasids::Guest(guest);
+                Ok(Granularity::Domain)
+            }
+            (Pasids::Bound(tables), Binding::Guest(_)) if !tables.contains_key(&pasid) => {
+                Err(Rebind::NotBound)
+            }
+            _ => Err(Rebind::OtherKind),
         }
     }
 
@@ -253,6 +293,8 @@ impl Pasids {
             Granularity::Pasid(pasid) | Granularity::Range { pasid, .. } => {
                 guest.cache.remove(&pasid);
             }
+            // Requests without PASID use the default domain, which is no PASID entry.
+            Granularity::NoPasid | Granularity::NoPasidRange { .. } => {}
         }
     }
 
@@ -400,6 +442,50 @@ mod tests {
         );
         assert_eq!(pasids.unbind(pasid(77)), Some(Unbound::Table));
         assert_eq!(pasids.entry(pasid(3)), Entry::Unbound);
+    }
+
+    #[test]
+    fn test_rebind_replaces_a_binding_of_the_same_kind_only() {
+        let r = rules();
+        let mut pasids = Pasids::default();
+        let t = |root| r.binding(&BindTarget::Process(table(root))).unwrap();
+        let guest = |dir| {
+            r.binding(&BindTarget::GuestPasidTable {
+                dir,
+                pasid_bits: 20,
+            })
+            .unwrap()
+        };
+        assert_eq!(pasids.rebind(pasid(1), t(0x1000)), Err(Rebind::NotBound));
+        pasids.bind(pasid(1), t(0x1000)).unwrap();
+        assert_eq!(
+            pasids.rebind(pasid(1), t(0x7000)),
+            Ok(Granularity::Pasid(pasid(1)))
+        );
+        assert!(matches!(pasids.entry(pasid(1)), Entry::Table(fs) if fs.root == 0x7000));
+        assert_eq!(pasids.rebind(pasid(2), t(0x7000)), Err(Rebind::NotBound));
+        assert_eq!(
+            pasids.rebind(pasid(2), guest(0x2000)),
+            Err(Rebind::NotBound)
+        );
+        assert_eq!(
+            pasids.rebind(pasid(1), guest(0x2000)),
+            Err(Rebind::OtherKind)
+        );
+        pasids.unbind(pasid(1));
+        pasids.bind(pasid(0), guest(0x2000)).unwrap();
+        assert_eq!(
+            pasids.rebind(pasid(4), guest(0x3000)),
+            Ok(Granularity::Domain)
+        );
+        assert_eq!(
+            pasids.entry(pasid(4)),
+            Entry::Guest {
+                dir: 0x3000,
+                pasid_bits: 20
+            }
+        );
+        assert_eq!(pasids.rebind(pasid(4), t(0x1000)), Err(Rebind::OtherKind));
     }
 
     #[test]

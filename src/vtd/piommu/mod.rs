@@ -1,15 +1,20 @@
 //! The physical VT-d IOMMU behind the neutral host-IOMMU API ([`HostIommu`]): host PASID
-//! entries in nested mode, an IOTLB in front of the first-stage walk, a bounded page request
-//! queue feeding the fault reporting framework, and cache invalidation by host granularity.
-//! VT-d spec 3.8 (nested translation), 6.5 (caches and invalidation), 7.5 (page requests).
+//! entries in nested mode, per-device default domains for requests without PASID, an IOTLB in
+//! front of the walks, a bounded page request queue feeding the fault reporting framework,
+//! and cache invalidation by host granularity. VT-d spec 3.6-3.8 (first-stage, second-stage,
+//! nested translation), 6.5 (caches and invalidation), 7.5 (page requests).
 //!
 //! Second stage, in our server, is the client's guest-RAM map: DMA_MAP (GPA → memfd offset) is
 //! what a host programs as GPA → HPA, and a [`MemView`](crate::mem::MemView) in guest-physical
 //! space already is that map. Nested translation of a bound PASID is therefore the VT-d
-//! first-stage walk over `mem.view()`: every table fetch, every A/D update and the output go
-//! through the map, identity otherwise. A host process table ([`BindTarget::Process`]) and a
+//! first-stage walk over the map: every table fetch, every A/D update and the output go
+//! through it, identity otherwise. A host process table ([`BindTarget::Process`]) and a
 //! guest one ([`BindTarget::GuestPageTable`]) walk alike, because in our server host- and
-//! guest-physical space coincide. Requests without PASID pass through the map untranslated.
+//! guest-physical space coincide. Requests without PASID use the device's default domain
+//! ([`DefaultDomain`]): identity, blocked, or a first- or second-stage table walked the same
+//! way; their faults cannot be recovered (no page requests without PASID) and are reported.
+//! The map walked is the requesting device's own ([`DeviceEndpoint::dma_memory`]): a client
+//! maps guest RAM on each function's connection separately.
 //!
 //! Locking: one mutex over the state. Endpoints, fault handlers and the reporter are never
 //! called with it held (they may call back into the IOMMU), and neither is guest memory read
@@ -19,6 +24,7 @@
 //! count), so a cache never holds what an invalidation that has returned meant to drop.
 
 mod binding;
+mod default_domain;
 mod prq;
 mod translation;
 
@@ -31,17 +37,19 @@ use log::debug;
 
 use crate::iommu::reporter::DEFAULT_RESPONSE_TIMEOUT;
 use crate::iommu::{
-    Access, BindTarget, CacheInvalidate, CacheType, DeviceEndpoint, DeviceId, FaultHandler,
-    FaultReporter, Granularity, HostIommu, IoTranslation, IommuError, PageRequest, PageResponse,
-    Pasid, Perms, Result, TranslateFailure, UnrecoverableFault, UnrecoverableReason,
+    Access, BindTarget, CacheInvalidate, CacheType, DefaultDomain, DeviceEndpoint, DeviceId,
+    FaultHandler, FaultReporter, FaultStage, Granularity, HostIommu, IoTranslation, IommuError,
+    PageRequest, PageResponse, Pasid, Perms, Result, TranslateFailure, UnrecoverableFault,
+    UnrecoverableReason,
 };
 use crate::mem::GuestMemory;
 
 use super::cache::Caches;
 use super::cap::VtdConfig;
 use super::unit::UNTRANSLATED_PAGE_SIZE;
-use binding::{Binding, Entry, Pasids, Rules, Unbound};
-use translation::domain_of;
+use binding::{Binding, Entry, Pasids, Rebind, Rules, Unbound};
+use default_domain::Domain;
+use translation::{domain_of, Failure, Table};
 
 pub use prq::PRQ_DEPTH;
 
@@ -51,6 +59,10 @@ struct Device {
     endpoint: Arc<dyn DeviceEndpoint>,
     /// Its PASID entries.
     pasids: Pasids,
+    /// What its requests without PASID translate with.
+    default: Domain,
+    /// The guest memory its requests reach (its own DMA map, or the IOMMU's).
+    mem: GuestMemory,
     /// `detach` is answering its pending page requests: no new bind, translation or request.
     detaching: bool,
 }
@@ -80,12 +92,20 @@ impl State {
     fn changed(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }
+
+    /// Drops the IOTLB entries of `device` that `granularity` covers, after a change of what
+    /// they were translated with (the device's ATC is the caller's, with no lock held).
+    fn invalidate(&mut self, device: DeviceId, granularity: Granularity) {
+        translation::invalidate_iotlb(&mut self.caches, domain_of(device), granularity);
+        self.changed();
+    }
 }
 
 /// What the IOMMU shares with its reporter's responder.
 struct Shared {
     state: Mutex<State>,
     rules: Rules,
+    /// The memory of devices that have none of their own.
     mem: GuestMemory,
 }
 
@@ -121,9 +141,19 @@ impl fmt::Debug for PhysicalIommu {
     }
 }
 
-/// An IOTLB miss: the entry to walk, and the generation it was found under.
+/// Where the table of an IOTLB miss comes from.
+enum Source {
+    /// Known: a bound or cached PASID entry, or the default domain.
+    Table(Table),
+    /// To be decoded from the guest's PASID directory at `dir`.
+    Guest { dir: u64, pasid_bits: u8 },
+}
+
+/// An IOTLB miss: the table to walk, the memory to walk it in, and the generation it was
+/// found under.
 struct Miss {
-    entry: Entry,
+    source: Source,
+    mem: GuestMemory,
     generation: u64,
 }
 
@@ -131,10 +161,26 @@ struct Miss {
 enum Plan {
     /// Served by the IOTLB.
     Hit(IoTranslation),
+    /// Untranslated: output = input (identity default domain).
+    Identity,
     /// Walk unlocked.
     Miss(Miss),
-    /// Fails for good.
+    /// Fails for good, before any walk.
     Fail(UnrecoverableReason),
+}
+
+/// The translation of a request without PASID in an identity default domain.
+fn identity(addr: u64) -> IoTranslation {
+    IoTranslation {
+        output: addr,
+        page_size: UNTRANSLATED_PAGE_SIZE,
+        perms: Perms {
+            read: true,
+            write: true,
+            exec: true,
+            privileged: true,
+        },
+    }
 }
 
 impl PhysicalIommu {
@@ -173,91 +219,81 @@ impl PhysicalIommu {
             Unbound::Pasid(pasid) => (Granularity::Pasid(pasid), Some(pasid)),
             Unbound::Table => (Granularity::Domain, None),
         };
-        {
-            let mut state = self.shared.lock();
-            translation::invalidate_iotlb(&mut state.caches, domain_of(device), granularity);
-            state.changed();
-        }
+        self.shared.lock().invalidate(device, granularity);
         endpoint.invalidate_atc(granularity);
         self.reporter.abort(device, pasid);
     }
 
-    /// Translation of a request without PASID: pass-through over the DMA map.
-    fn untranslated(&self, device: DeviceId, addr: u64, access: Access) -> TranslateResult {
-        if self.shared.lock().device(device).is_err() {
-            return Err(self.unrecoverable(
-                device,
-                None,
-                addr,
-                access,
-                UnrecoverableReason::PasidInvalid,
-            ));
-        }
-        Ok(IoTranslation {
-            output: addr,
-            page_size: UNTRANSLATED_PAGE_SIZE,
-            perms: Perms {
-                read: true,
-                write: true,
-                exec: true,
-                privileged: true,
-            },
-        })
-    }
-
-    /// The locked part of a translation with PASID.
-    fn plan(&self, device: DeviceId, pasid: Pasid, addr: u64, access: Access) -> Plan {
+    /// The locked part of a translation: find the table (bound PASID, or the default domain
+    /// for a request without PASID) and look the IOTLB up.
+    fn plan(&self, device: DeviceId, pasid: Option<Pasid>, addr: u64, access: Access) -> Plan {
         let mut state = self.shared.lock();
         let generation = state.generation;
-        let entry = match state.device(device) {
-            Ok(dev) => dev.pasids.entry(pasid),
-            Err(_) => return Plan::Fail(UnrecoverableReason::PasidInvalid),
-        };
-        if entry == Entry::Unbound {
+        let Ok(dev) = state.device(device) else {
             return Plan::Fail(UnrecoverableReason::PasidInvalid);
-        }
+        };
+        let mem = dev.mem.clone();
+        let source = match pasid {
+            Some(pasid) => match dev.pasids.entry(pasid) {
+                Entry::Unbound => return Plan::Fail(UnrecoverableReason::PasidInvalid),
+                Entry::Table(table) => Source::Table(Table::First(table)),
+                Entry::Guest { dir, pasid_bits } => Source::Guest { dir, pasid_bits },
+            },
+            None => match dev.default {
+                Domain::Identity => return Plan::Identity,
+                Domain::Blocked(reason) => return Plan::Fail(reason),
+                Domain::Table(table) => Source::Table(table),
+            },
+        };
         match translation::iotlb_lookup(&mut state.caches, device, pasid, addr, access) {
             Some(hit) => Plan::Hit(hit),
-            None => Plan::Miss(Miss { entry, generation }),
+            None => Plan::Miss(Miss {
+                source,
+                mem,
+                generation,
+            }),
         }
     }
 
-    /// The unlocked part: decode the guest PASID entry if needed, walk, then cache what was
-    /// found unless something changed meanwhile.
+    /// The unlocked part: decode the guest PASID entry if needed, walk in the device's
+    /// memory, then cache what was found unless something changed meanwhile.
     fn miss(
         &self,
         device: DeviceId,
-        pasid: Pasid,
+        pasid: Option<Pasid>,
         addr: u64,
         access: Access,
-        Miss { entry, generation }: Miss,
-    ) -> TranslateResult {
-        let view = self.shared.mem.view();
+        Miss {
+            source,
+            mem,
+            generation,
+        }: Miss,
+    ) -> std::result::Result<IoTranslation, Failure> {
+        let view = mem.view();
         let rules = &self.shared.rules;
-        let (table, decoded_from) = match entry {
-            Entry::Table(table) => (table, None),
-            Entry::Guest { dir, pasid_bits } => {
-                let table = binding::decode(&view, rules, dir, pasid_bits, pasid)
-                    .map_err(TranslateFailure::Unrecoverable)?;
-                (table, Some(dir))
+        let (table, decoded) = match (source, pasid) {
+            (Source::Table(table), _) => (table, None),
+            (Source::Guest { dir, pasid_bits }, Some(pasid)) => {
+                let fs = binding::decode(&view, rules, dir, pasid_bits, pasid)
+                    .map_err(Failure::before_walk)?;
+                (Table::First(fs), Some((pasid, dir, fs)))
             }
-            Entry::Unbound => {
-                return Err(TranslateFailure::Unrecoverable(
-                    UnrecoverableReason::PasidInvalid,
-                ))
+            // `plan` finds guest PASID tables only for requests with a PASID.
+            (Source::Guest { .. }, None) => {
+                return Err(Failure::before_walk(UnrecoverableReason::PasidInvalid))
             }
         };
         let walked =
             translation::walk(&view, rules, &table, domain_of(device), pasid, addr, access);
         let mut state = self.shared.lock();
         if state.generation == generation {
-            if let (Some(dir), Ok(dev)) = (decoded_from, state.device(device)) {
-                dev.pasids.cache(pasid, dir, table);
+            if let (Some((pasid, dir, fs)), Ok(dev)) = (decoded, state.device(device)) {
+                dev.pasids.cache(pasid, dir, fs);
             }
             if let Ok((_, entry)) = &walked {
                 state
                     .caches
-                    .insert_iotlb(translation::source_of(device), Some(pasid), *entry);
+                    .insert_iotlb(translation::source_of(device), pasid, *entry);
             }
         }
         walked.map(|(translation, _)| translation)
@@ -270,7 +306,7 @@ impl PhysicalIommu {
         pasid: Option<Pasid>,
         addr: u64,
         access: Access,
-        reason: UnrecoverableReason,
+        (reason, stage): (UnrecoverableReason, Option<FaultStage>),
     ) -> TranslateFailure {
         let fault = UnrecoverableFault {
             device,
@@ -278,6 +314,7 @@ impl PhysicalIommu {
             addr,
             access,
             reason,
+            stage,
         };
         prq::report_unrecoverable(&self.reporter, fault);
         TranslateFailure::Unrecoverable(reason)
@@ -287,7 +324,12 @@ impl PhysicalIommu {
 type TranslateResult = std::result::Result<IoTranslation, TranslateFailure>;
 
 impl HostIommu for PhysicalIommu {
+    /// Attaches `device` with an identity default domain, walking in the memory its
+    /// endpoint names (else the IOMMU's).
     fn attach(&self, device: DeviceId, endpoint: Arc<dyn DeviceEndpoint>) -> Result<()> {
+        let mem = endpoint
+            .dma_memory()
+            .unwrap_or_else(|| self.shared.mem.clone());
         let mut state = self.shared.lock();
         if state.devices.contains_key(&device) {
             return Err(IommuError::AlreadyAttached(device));
@@ -297,6 +339,8 @@ impl HostIommu for PhysicalIommu {
             Device {
                 endpoint,
                 pasids: Pasids::default(),
+                default: Domain::Identity,
+                mem,
                 detaching: false,
             },
         );
@@ -359,6 +403,51 @@ impl HostIommu for PhysicalIommu {
         Ok(())
     }
 
+    /// Replaces the binding of a bound PASID (with a guest PASID table bound: the table, for
+    /// every PASID), then invalidates the IOTLB and ATC entries it covered; pending page
+    /// requests stay pending. A binding of the other kind is `InvalidTarget`.
+    fn rebind(&self, device: DeviceId, pasid: Pasid, target: BindTarget) -> Result<()> {
+        let rules = &self.shared.rules;
+        if !rules.pasid_supported(pasid) {
+            return Err(IommuError::InvalidTarget(
+                "PASID wider than the unit supports",
+            ));
+        }
+        let binding = rules.binding(&target)?;
+        let (endpoint, granularity) = {
+            let mut state = self.shared.lock();
+            let dev = state.device(device)?;
+            let granularity = dev.pasids.rebind(pasid, binding).map_err(|e| match e {
+                Rebind::NotBound => IommuError::NotBound { device, pasid },
+                Rebind::OtherKind => IommuError::InvalidTarget(
+                    "rebind cannot switch between a page table and a guest PASID table",
+                ),
+            })?;
+            let endpoint = dev.endpoint.clone();
+            state.invalidate(device, granularity);
+            (endpoint, granularity)
+        };
+        endpoint.invalidate_atc(granularity);
+        Ok(())
+    }
+
+    /// Replaces the default domain, then drops the device's IOTLB and ATC entries without
+    /// PASID (a device-TLB flush, as when Linux changes a DMA domain).
+    fn set_default_domain(&self, device: DeviceId, domain: DefaultDomain) -> Result<()> {
+        let domain = self.shared.rules.default_domain(&domain)?;
+        let endpoint = {
+            let mut state = self.shared.lock();
+            let dev = state.device(device)?;
+            dev.default = domain;
+            let endpoint = dev.endpoint.clone();
+            state.invalidate(device, Granularity::NoPasid);
+            endpoint
+        };
+        endpoint.invalidate_atc(Granularity::NoPasid);
+        debug!("{device}: default domain {domain:?}");
+        Ok(())
+    }
+
     /// IOTLB: drops the entries of the device's domain the granularity covers. Device-TLB:
     /// forwarded to the device, returns when it completed. PASID cache: drops decoded guest
     /// PASID entries (per-PASID bindings live in the IOMMU and are no cache).
@@ -373,8 +462,7 @@ impl HostIommu for PhysicalIommu {
                     None
                 }
                 CacheType::Iotlb => {
-                    let caches = &mut state.caches;
-                    translation::invalidate_iotlb(caches, domain_of(device), inv.granularity);
+                    state.invalidate(device, inv.granularity);
                     None
                 }
             };
@@ -403,9 +491,10 @@ impl HostIommu for PhysicalIommu {
         self.reporter.unregister(device)
     }
 
-    /// Translates: without PASID, pass-through; with one, the IOTLB, else a walk of the bound
-    /// first-stage table. A missing page or permission is `NotPresent`; anything else that
-    /// fails is reported to the device's fault handler and `Unrecoverable`.
+    /// Translates: the IOTLB, else a walk of the PASID's bound first-stage table or, without
+    /// PASID, of the default domain's table (identity: output = input). With a PASID a missing
+    /// page or permission is `NotPresent` (a page request can fix it); without one it is
+    /// unrecoverable. Unrecoverable failures are reported to the device's fault handler.
     fn translate(
         &self,
         device: DeviceId,
@@ -413,19 +502,17 @@ impl HostIommu for PhysicalIommu {
         addr: u64,
         access: Access,
     ) -> TranslateResult {
-        let Some(pasid) = pasid else {
-            return self.untranslated(device, addr, access);
-        };
         let result = match self.plan(device, pasid, addr, access) {
             Plan::Hit(translation) => return Ok(translation),
-            Plan::Fail(reason) => Err(TranslateFailure::Unrecoverable(reason)),
+            Plan::Identity => return Ok(identity(addr)),
+            Plan::Fail(reason) => Err(Failure::before_walk(reason)),
             Plan::Miss(miss) => self.miss(device, pasid, addr, access, miss),
         };
         result.map_err(|failure| match failure {
-            TranslateFailure::Unrecoverable(reason) => {
-                self.unrecoverable(device, Some(pasid), addr, access, reason)
+            Failure::Unrecoverable { reason, stage } => {
+                self.unrecoverable(device, pasid, addr, access, (reason, stage))
             }
-            TranslateFailure::NotPresent => failure,
+            Failure::NotPresent => TranslateFailure::NotPresent,
         })
     }
 

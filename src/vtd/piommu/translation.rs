@@ -1,12 +1,13 @@
-//! The translation path of the physical model: IOTLB lookup, then the first-stage walk of the
-//! PASID's bound table over the DMA map (nested translation with the map as second stage), and
-//! what the neutral API makes of a walk's outcome; plus IOTLB invalidation by host granularity.
-//! VT-d spec 3.6 / 3.8 (first-stage and nested translation), 6.5.1 (IOTLB), 6.5.2.4
-//! (PASID-based IOTLB invalidation), 7.1.3 (which faults are recoverable).
+//! The translation path of the physical model: IOTLB lookup, then the walk of the table a
+//! request uses — a bound PASID's first-stage table, or the default domain's first- or
+//! second-stage table for a request without PASID — over the DMA map (nested translation
+//! with the map as second stage), and what the neutral API makes of a walk's outcome; plus
+//! IOTLB invalidation by host granularity. VT-d spec 3.6-3.8 (first-stage, second-stage and
+//! nested translation), 6.5.1 (IOTLB), 6.5.2.4 (PASID-based IOTLB invalidation), 7.1.3 (which
+//! faults are recoverable: only those of requests with PASID, through page requests).
 
 use crate::iommu::{
-    Access, DeviceId, Granularity, IoTranslation, Pasid, Perms, TranslateFailure,
-    UnrecoverableReason,
+    Access, DeviceId, FaultStage, Granularity, IoTranslation, Pasid, Perms, UnrecoverableReason,
 };
 use crate::mem::MemView;
 
@@ -14,7 +15,7 @@ use super::super::cache::{
     Caches, IotlbEntry, IotlbInvalidation, IotlbSize, PasidIotlbInvalidation,
 };
 use super::super::ids::{DomainId, SourceId};
-use super::super::walk::{self, FsFault, FsTable, WalkFault, PAGE_SHIFT};
+use super::super::walk::{self, FsFault, FsTable, SsFault, SsTable, WalkFault, PAGE_SHIFT};
 use super::binding::Rules;
 
 /// The domain of a device: one per device, named after its requester ID, so that domain ids
@@ -28,16 +29,51 @@ pub(super) const fn source_of(device: DeviceId) -> SourceId {
     SourceId(device.0)
 }
 
-/// Serves `access` at `addr` from the IOTLB, if an entry can.
+/// A table to walk, as a PASID entry or the default domain names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Table {
+    /// CPU-format first stage (PGTT first-stage).
+    First(FsTable),
+    /// VT-d second stage (legacy mode, PGTT second-stage).
+    Second(SsTable),
+}
+
+/// Why a translation failed, before the IOMMU reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// Not present, or not allowed, for a request that can page-fault (it has a PASID): the
+    /// device may send a page request. Not reported.
+    NotPresent,
+    /// Fails for good: reported to the device's fault handler.
+    Unrecoverable {
+        /// Why.
+        reason: UnrecoverableReason,
+        /// The table whose walk failed, if one did.
+        stage: Option<FaultStage>,
+    },
+}
+
+impl Failure {
+    /// An unrecoverable failure found before any table walk.
+    pub const fn before_walk(reason: UnrecoverableReason) -> Self {
+        Failure::Unrecoverable {
+            reason,
+            stage: None,
+        }
+    }
+}
+
+/// Serves `access` at `addr` of a request with `pasid` (or without) from the IOTLB, if an
+/// entry can.
 pub(super) fn iotlb_lookup(
     caches: &mut Caches,
     device: DeviceId,
-    pasid: Pasid,
+    pasid: Option<Pasid>,
     addr: u64,
     access: Access,
 ) -> Option<IoTranslation> {
     caches
-        .iotlb_serve(source_of(device), Some(pasid), addr, access)
+        .iotlb_serve(source_of(device), pasid, addr, access)
         .map(|(output, perms, entry)| IoTranslation {
             output,
             page_size: entry.size.bytes(),
@@ -45,23 +81,30 @@ pub(super) fn iotlb_lookup(
         })
 }
 
-/// Walks `table` for `access` at `addr` of `pasid` in `domain`. On success returns the
-/// translation and the IOTLB entry to cache.
+/// Walks `table` for `access` at `addr` of a request with `pasid` (or without) in `domain`.
+/// On success returns the translation and the IOTLB entry to cache. Only requests with a
+/// PASID can page-fault: without one a missing page or right is unrecoverable.
 pub(super) fn walk(
     view: &MemView,
     rules: &Rules,
-    table: &FsTable,
+    table: &Table,
     domain: DomainId,
-    pasid: Pasid,
+    pasid: Option<Pasid>,
     addr: u64,
     access: Access,
-) -> Result<(IoTranslation, IotlbEntry), TranslateFailure> {
-    // The PASID entry refuses these outright (SGN.5, SGN.6): no page request can help.
-    if (access.exec && !table.flags.ere) || (access.privileged && !table.flags.sre) {
-        return Err(TranslateFailure::Unrecoverable(UnrecoverableReason::Other));
+) -> Result<(IoTranslation, IotlbEntry), Failure> {
+    let walked = match table {
+        Table::First(fs) => {
+            // The PASID entry refuses these outright (SGN.5, SGN.6): no page request can help.
+            if (access.exec && !fs.flags.ere) || (access.privileged && !fs.flags.sre) {
+                return Err(Failure::before_walk(UnrecoverableReason::Other));
+            }
+            walk::first_stage_only(view, fs, &rules.fs, addr, access)
+        }
+        // Execute requests carry a PASID, and second-stage tables are only default domains.
+        Table::Second(ss) => walk::second_stage_only(view, ss, &rules.ss, addr, access, false),
     }
-    let walked = walk::first_stage_only(view, table, &rules.fs, addr, access).map_err(failure)?;
-    let size = IotlbSize::Page(walked.page);
+    .map_err(|fault| failure(fault, pasid.is_some()))?;
     let mask = walked.page.bytes() - 1;
     let perms: Perms = if access.privileged {
         walked.supervisor
@@ -71,13 +114,13 @@ pub(super) fn walk(
     let entry = IotlbEntry {
         base: addr & !mask,
         output: walked.output & !mask,
-        size,
+        size: IotlbSize::Page(walked.page),
         user: walked.user,
         supervisor: walked.supervisor,
         dirty: walked.dirty,
         domain,
-        pasid: Some(pasid),
-        first_stage: true,
+        pasid,
+        first_stage: matches!(table, Table::First(_)),
         rid_priv: false,
     };
     let translation = IoTranslation {
@@ -88,22 +131,33 @@ pub(super) fn walk(
     Ok((translation, entry))
 }
 
-/// What a walk fault means to a device: a missing page or missing permission can be fixed by
-/// the page's owner (a page request), anything malformed or unreadable cannot.
-pub(super) fn failure(fault: WalkFault) -> TranslateFailure {
+/// What a walk fault means to a device: a missing page or missing right can be fixed by the
+/// page's owner when the request `can_fault` (a page request); anything malformed or
+/// unreadable cannot, nor anything at all for a request without PASID.
+pub(super) fn failure(fault: WalkFault, can_fault: bool) -> Failure {
     use UnrecoverableReason::*;
-    let reason = match fault {
-        WalkFault::First(FsFault::NotPresent) | WalkFault::FirstDenied(_) => {
-            return TranslateFailure::NotPresent
-        }
-        WalkFault::First(FsFault::NonCanonical | FsFault::Reserved) => Walk,
+    let (reason, stage) = match fault {
+        WalkFault::First(FsFault::NotPresent) => (NotPresent, FaultStage::First),
+        WalkFault::FirstDenied(_) => (Permission, FaultStage::First),
+        WalkFault::First(FsFault::NonCanonical | FsFault::Reserved) => (Walk, FaultStage::First),
         WalkFault::First(
             FsFault::RootAccess | FsFault::TableAccess | FsFault::AdUpdate | FsFault::Nested { .. },
-        ) => PteFetch,
-        // No second-stage tables here: the DMA map is the second stage.
-        WalkFault::Second(_) | WalkFault::SecondDenied(_) => Other,
+        ) => (PteFetch, FaultStage::First),
+        WalkFault::Second(SsFault::NotPresent) => (NotPresent, FaultStage::Second),
+        WalkFault::SecondDenied(_) => (Permission, FaultStage::Second),
+        WalkFault::Second(SsFault::BeyondWidth) => (OutOfRange, FaultStage::Second),
+        WalkFault::Second(SsFault::Reserved) => (Walk, FaultStage::Second),
+        WalkFault::Second(SsFault::RootAccess | SsFault::TableAccess | SsFault::AdUpdate) => {
+            (PteFetch, FaultStage::Second)
+        }
     };
-    TranslateFailure::Unrecoverable(reason)
+    if can_fault && matches!(reason, NotPresent | Permission) {
+        return Failure::NotPresent;
+    }
+    Failure::Unrecoverable {
+        reason,
+        stage: Some(stage),
+    }
 }
 
 /// Drops the IOTLB entries of `domain` that `granularity` covers.
@@ -122,6 +176,12 @@ pub(super) fn invalidate_iotlb(caches: &mut Caches, domain: DomainId, granularit
                     address_mask,
                     ih: false,
                 });
+            }
+        }
+        Granularity::NoPasid => caches.invalidate_untagged_iotlb(domain, None),
+        Granularity::NoPasidRange { addr, size } => {
+            for block in page_blocks(addr, size) {
+                caches.invalidate_untagged_iotlb(domain, Some(block));
             }
         }
     }
@@ -151,7 +211,7 @@ pub(super) fn page_blocks(addr: u64, size: u64) -> Vec<(u64, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vtd::walk::{Denied, SsFault};
+    use crate::vtd::walk::Denied;
 
     #[test]
     fn test_page_blocks_exact_cover() {
@@ -187,27 +247,61 @@ mod tests {
     }
 
     #[test]
-    fn test_failure_recoverable_only_for_missing_pages_and_rights() {
-        use TranslateFailure::*;
-        let first = |f| failure(WalkFault::First(f));
-        assert_eq!(first(FsFault::NotPresent), NotPresent);
-        assert_eq!(failure(WalkFault::FirstDenied(Denied::User)), NotPresent);
-        assert_eq!(failure(WalkFault::FirstDenied(Denied::Write)), NotPresent);
+    fn test_failure_recoverable_only_for_missing_pages_and_rights_with_pasid() {
+        use UnrecoverableReason::*;
+        let fatal = |reason, stage| Failure::Unrecoverable {
+            reason,
+            stage: Some(stage),
+        };
+        let first = |f, can_fault| failure(WalkFault::First(f), can_fault);
+        assert_eq!(first(FsFault::NotPresent, true), Failure::NotPresent);
+        let denied = |d| failure(WalkFault::FirstDenied(d), true);
+        assert_eq!(denied(Denied::User), Failure::NotPresent);
+        assert_eq!(denied(Denied::Write), Failure::NotPresent);
         assert_eq!(
-            first(FsFault::Reserved),
-            Unrecoverable(UnrecoverableReason::Walk)
+            first(FsFault::Reserved, true),
+            fatal(Walk, FaultStage::First)
         );
         assert_eq!(
-            first(FsFault::NonCanonical),
-            Unrecoverable(UnrecoverableReason::Walk)
+            first(FsFault::NonCanonical, true),
+            fatal(Walk, FaultStage::First)
         );
         assert_eq!(
-            first(FsFault::TableAccess),
-            Unrecoverable(UnrecoverableReason::PteFetch)
+            first(FsFault::TableAccess, true),
+            fatal(PteFetch, FaultStage::First)
+        );
+    }
+
+    #[test]
+    fn test_failure_without_pasid_is_unrecoverable_with_its_stage() {
+        use UnrecoverableReason::*;
+        let fatal = |reason, stage| Failure::Unrecoverable {
+            reason,
+            stage: Some(stage),
+        };
+        assert_eq!(
+            failure(WalkFault::First(FsFault::NotPresent), false),
+            fatal(NotPresent, FaultStage::First)
         );
         assert_eq!(
-            failure(WalkFault::Second(SsFault::NotPresent)),
-            Unrecoverable(UnrecoverableReason::Other)
+            failure(WalkFault::FirstDenied(Denied::Write), false),
+            fatal(Permission, FaultStage::First)
+        );
+        assert_eq!(
+            failure(WalkFault::Second(SsFault::NotPresent), false),
+            fatal(NotPresent, FaultStage::Second)
+        );
+        assert_eq!(
+            failure(WalkFault::SecondDenied(Denied::Write), false),
+            fatal(Permission, FaultStage::Second)
+        );
+        assert_eq!(
+            failure(WalkFault::Second(SsFault::BeyondWidth), false),
+            fatal(OutOfRange, FaultStage::Second)
+        );
+        assert_eq!(
+            failure(WalkFault::Second(SsFault::Reserved), false),
+            fatal(Walk, FaultStage::Second)
         );
     }
 }
