@@ -14,6 +14,7 @@ pub mod mem;
 pub mod pci;
 pub mod pri;
 pub mod vfio_user;
+pub mod viommu;
 pub mod vtd;
 
 #[path = "../devices/mod.rs"]

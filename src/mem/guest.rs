@@ -158,6 +158,27 @@ impl GuestMemory {
             .len()
     }
 
+    /// The client port that reaches memory without fd (and carries server-initiated writes
+    /// such as interrupt messages), while a client is connected.
+    pub fn port(&self) -> Option<DmaPort> {
+        self.inner
+            .port
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A snapshot of the maps that reaches only memory mapped into the server: regions without
+    /// fd fail with [`MemError::NoClient`] instead of sending a DMA message. For code that may
+    /// hold a lock a client's MMIO reply waits on (DESIGN.md: a reply never waits on our own
+    /// DMA request).
+    pub fn local_view(&self) -> MemView {
+        MemView {
+            port: None,
+            ..self.view()
+        }
+    }
+
     /// A snapshot of the maps for a series of accesses (a table walk, a copy).
     pub fn view(&self) -> MemView {
         MemView {

@@ -12,7 +12,7 @@ use super::regs::{
 use super::request::{Access, Request};
 use super::sink::{PageGroupResponse, PageResponseCode, VtdSink};
 use super::walk::PAGE_SIZE;
-use crate::mem::{Gpa, GuestMemory};
+use crate::mem::{Gpa, MemView};
 
 /// Bytes in a quadword.
 const QWORD: u64 = 8;
@@ -214,7 +214,7 @@ fn overflow(
 /// and unusable queue memory all take the overflow path: nothing is written outside the queue.
 pub fn submit(
     regs: &mut RegisterFile,
-    mem: &GuestMemory,
+    view: &MemView,
     req: &PageRequest,
     sink: &mut dyn VtdSink,
 ) -> PageRequestOutcome {
@@ -233,7 +233,6 @@ pub fn submit(
     if next == head {
         return overflow(regs, req, sink);
     }
-    let view = mem.view();
     let written = page_req_desc(req)
         .iter()
         .enumerate()

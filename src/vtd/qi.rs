@@ -179,11 +179,15 @@ pub struct QueueContext<'a> {
 
 /// Records a queue error: FSTS.IQE and IQERCD.IQEI, fault event per FECTL. IQH is left on the
 /// descriptor at fault and processing stops until software clears IQE (6.5.2.10).
-fn queue_error(ctx: &mut QueueContext<'_>, error: QueueError) {
-    let head = IqOffset::from_bits(ctx.regs.get(DMAR_IQH_REG)).bytes();
+pub fn report_error(regs: &mut RegisterFile, error: QueueError, sink: &mut dyn VtdSink) {
+    let head = IqOffset::from_bits(regs.get(DMAR_IQH_REG)).bytes();
     warn!("VT-d invalidation queue error {error:?} at offset 0x{head:x}");
-    ctx.regs.update(|r: Iqercd| r.with_iqei(error as u8));
-    fault_log::report_status(ctx.regs, Fsts::new().with_iqe(true), ctx.exec.sink());
+    regs.update(|r: Iqercd| r.with_iqei(error as u8));
+    fault_log::report_status(regs, Fsts::new().with_iqe(true), sink);
+}
+
+fn queue_error(ctx: &mut QueueContext<'_>, error: QueueError) {
+    report_error(ctx.regs, error, ctx.exec.sink());
 }
 
 /// Processes descriptors from IQH up to IQT, unless IQE is pending. Terminates: IQH moves one
@@ -301,19 +305,30 @@ fn wait_descriptor(
     view: &MemView,
     wait: &InvWait,
 ) -> Result<(), QueueError> {
+    write_wait_status(view, wait)?;
+    wait_event(ctx.regs, wait, ctx.exec.sink());
+    Ok(())
+}
+
+/// The status write of an invalidation wait (SW), if it asks for one.
+pub fn write_wait_status(view: &MemView, wait: &InvWait) -> Result<(), QueueError> {
     if wait.status_write {
         view.write(Gpa(wait.status_addr), &wait.status_data.to_le_bytes())
             .map_err(|_| QueueError::Memory)?;
     }
+    Ok(())
+}
+
+/// The completion event of an invalidation wait (IF), after its status write.
+pub fn wait_event(regs: &mut RegisterFile, wait: &InvWait, sink: &mut dyn VtdSink) {
     if wait.interrupt {
         // A completion event while IWC is still set is no new interrupt condition (6.5.2.9).
-        let ics: Ics = ctx.regs.load();
+        let ics: Ics = regs.load();
         if !ics.iwc() {
-            ctx.regs.store(ics.with_iwc(true));
-            ctx.regs.raise_event(&INVALIDATION_EVENT, ctx.exec.sink());
+            regs.store(ics.with_iwc(true));
+            regs.raise_event(&INVALIDATION_EVENT, sink);
         }
     }
-    Ok(())
 }
 
 /// After software wrote ICS: once IWC is clear, a completion event held pending is dropped.

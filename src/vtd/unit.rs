@@ -175,7 +175,7 @@ impl RemappingUnit {
             self.record_fault(&fault, sink);
             return Self::refuse(&req, sink);
         }
-        prq::submit(&mut self.regs, &self.mem, &req, sink)
+        prq::submit(&mut self.regs, &self.mem.view(), &req, sink)
     }
 
     /// The fault for any request while no usable root table is latched: after an SRTP with

@@ -1,0 +1,173 @@
+//! The host IOMMU's fault reports for the devices behind the unit, as the guest's VT-d shows
+//! them: page requests become page request descriptors in the guest's page request queue
+//! (7.5), unrecoverable faults become fault records with the spec's fault reason (7.2, 7.1.3).
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use log::{debug, warn};
+
+use super::devices::{source, Devices};
+use super::registers::{Outbox, Registers};
+use super::stats::Counters;
+use super::tables::Tables;
+use super::worker::Work;
+use super::Shared;
+use crate::iommu::{
+    DeviceId, FaultStage, IommuFault, PageRequest, UnrecoverableFault, UnrecoverableReason,
+};
+use crate::mem::MemView;
+use crate::vtd::fault::FaultReason;
+use crate::vtd::prq::{self, PageRequest as VtdPageRequest, PageRequestOutcome};
+use crate::vtd::request::{Fault, Request};
+use crate::vtd::sink::{PageResponseCode, VtdSink};
+
+/// Registers the front end as `device`'s fault handler: reports go to its thread, in order.
+pub fn register(shared: &Arc<Shared>, device: DeviceId, work: Sender<Work>) {
+    let handler = move |fault: &IommuFault| {
+        // The thread gone means the front end is being dropped: nothing to report to.
+        let _ = work.send(Work::Fault(*fault));
+    };
+    if let Err(e) = shared.iommu.register_fault_handler(device, Arc::new(handler)) {
+        warn!("vIOMMU: cannot handle the faults of {device}: {e}");
+    }
+}
+
+/// The page request as the guest's VT-d queues it.
+fn vtd_request(req: &PageRequest) -> VtdPageRequest {
+    VtdPageRequest {
+        source: source(req.device),
+        pasid: req.pasid,
+        addr: req.addr,
+        read: req.access.read,
+        write: req.access.write,
+        exec: req.access.exec,
+        privileged: req.access.privileged,
+        last_in_group: req.last,
+        prg_index: req.group,
+        private_data: None,
+    }
+}
+
+/// Queues a device's page request in the guest's PRQ, or refuses it (recording the fault) when
+/// the guest has not enabled page requests for the device. Returns what the unit answered by
+/// itself in `outbox`.
+pub fn page_request(
+    regs: &mut Registers,
+    tables: &Tables,
+    view: &MemView,
+    req: &PageRequest,
+    counters: &Counters,
+    outbox: &mut Outbox,
+) -> PageRequestOutcome {
+    let vreq = vtd_request(req);
+    if let Err(refused) = tables.page_requests_allowed(vreq.source) {
+        let fault = Fault {
+            reason: refused.reason,
+            request: vreq.as_request(),
+            fpd: refused.fpd && refused.reason.is_qualified(),
+        };
+        record(regs, &fault, counters, outbox);
+        let response = vreq.auto_response(PageResponseCode::InvalidRequest);
+        if let Some(resp) = response {
+            outbox.page_group_response(resp);
+        }
+        return PageRequestOutcome::Rejected {
+            auto_response: response.is_some(),
+        };
+    }
+    let outcome = prq::submit(&mut regs.regs, view, &vreq, outbox);
+    if matches!(outcome, PageRequestOutcome::Queued { .. }) {
+        Counters::bump(&counters.page_requests);
+    }
+    outcome
+}
+
+/// Records an unrecoverable fault the host IOMMU reported.
+pub fn unrecoverable(
+    regs: &mut Registers,
+    devices: &Devices,
+    scalable: bool,
+    fault: &UnrecoverableFault,
+    counters: &Counters,
+    outbox: &mut Outbox,
+) {
+    let request = Request {
+        source: source(fault.device),
+        pasid: fault.pasid,
+        addr: fault.addr,
+        access: fault.access,
+    };
+    // A device blocked by its entries faults with the reason its entries gave.
+    let blocked = devices
+        .get(fault.device)
+        .and_then(|s| s.blocked())
+        .filter(|_| fault.pasid.is_none());
+    let (reason, fpd) = match blocked {
+        Some(entry) => (entry.reason, entry.fpd && entry.reason.is_qualified()),
+        None => (reason(fault, scalable), false),
+    };
+    record(regs, &Fault { reason, request, fpd }, counters, outbox);
+}
+
+fn record(regs: &mut Registers, fault: &Fault, counters: &Counters, outbox: &mut Outbox) {
+    let outcome = regs.fault_log.record(&mut regs.regs, fault, outbox);
+    debug!(
+        "vIOMMU fault {} from {}: {outcome:?}",
+        fault.reason, fault.request.source
+    );
+    Counters::bump(&counters.faults_recorded);
+}
+
+/// The VT-d fault reason for a neutral one (7.1.3: legacy LGN/LSL, scalable SFS/SSS).
+fn reason(fault: &UnrecoverableFault, scalable: bool) -> FaultReason {
+    use FaultReason::*;
+    let write = fault.access.write;
+    let second = fault.stage == Some(FaultStage::Second);
+    if !scalable {
+        return match fault.reason {
+            UnrecoverableReason::OutOfRange => AddressBeyondMgaw,
+            UnrecoverableReason::Walk => PagingEntryReserved,
+            UnrecoverableReason::PteFetch => PagingEntryInvalid,
+            _ if write => WriteNotPermitted,
+            _ => ReadNotPermitted,
+        };
+    }
+    match fault.reason {
+        UnrecoverableReason::NotPresent if second => SmSecondStageEntryPermission,
+        UnrecoverableReason::NotPresent => SmFirstStageEntryNotPresent,
+        UnrecoverableReason::Permission if write => SmWriteNotPermitted,
+        UnrecoverableReason::Permission => SmReadNotPermitted,
+        UnrecoverableReason::PteFetch if second => SmSecondStageEntryAccess,
+        UnrecoverableReason::PteFetch => SmFirstStageEntryAccess,
+        UnrecoverableReason::Walk if second => SmSecondStageEntryReserved,
+        UnrecoverableReason::Walk => SmFirstStageEntryReserved,
+        UnrecoverableReason::OutOfRange if second => SmAddressBeyondMax,
+        UnrecoverableReason::OutOfRange => SmNonCanonical,
+        UnrecoverableReason::PasidFetch => SmPasidEntryAccess,
+        UnrecoverableReason::BadPasidEntry => SmPasidEntryInvalid,
+        UnrecoverableReason::PasidInvalid => SmPasidEntryNotPresent,
+        _ => SmPasidEntryInvalid,
+    }
+}
+
+/// Handles one report on the front end's thread.
+pub fn handle(
+    shared: &Shared,
+    devices: &Devices,
+    tables: &Tables,
+    fault: &IommuFault,
+    outbox: &mut Outbox,
+) {
+    let counters = &shared.stats;
+    let mut regs = shared.regs();
+    match fault {
+        IommuFault::PageRequest(req) => {
+            let outcome = page_request(&mut regs, tables, &tables.view, req, counters, outbox);
+            debug!("vIOMMU page request {req:?}: {outcome:?}");
+        }
+        IommuFault::Unrecoverable(f) => {
+            unrecoverable(&mut regs, devices, tables.scalable(), f, counters, outbox)
+        }
+    }
+}

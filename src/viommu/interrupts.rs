@@ -1,0 +1,44 @@
+//! Interrupt messages of the front end (fault event, page request event, invalidation
+//! completion event: VT-d spec 7.3, 7.5, 6.5.2.9) leave as MSI writes. With QEMU as the client
+//! an MSI is a vfio-user DMA_WRITE of the data to the address, which QEMU performs on a
+//! function's bus-master address space: the carrier is whatever function has bus mastering on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{debug, warn};
+
+use super::stats::Counters;
+use crate::vtd::sink::VtdInterrupt;
+
+/// Sends interrupt messages on behalf of the front end.
+pub trait InterruptPort: Send + Sync {
+    /// Sends a 32-bit write of `data` to `addr`. Returns false when no function can carry it
+    /// now (no client, or none with bus mastering on). Called on the front end's thread only,
+    /// never under a lock an MMIO reply waits on: it may wait for the client's reply.
+    fn send(&self, addr: u64, data: u32) -> bool;
+}
+
+/// Whether a message was already dropped for want of a carrier (logged once at warn level).
+static DROPPED_BEFORE: AtomicBool = AtomicBool::new(false);
+
+/// Sends `irqs` in order through `port`, counting what went and what could not.
+pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Counters) {
+    for irq in irqs {
+        if port.send(irq.addr, irq.data) {
+            counters.interrupts_sent.fetch_add(1, Ordering::Relaxed);
+            debug!("vIOMMU {:?} interrupt: 0x{:x} -> 0x{:x}", irq.kind, irq.data, irq.addr);
+            continue;
+        }
+        counters.interrupts_dropped.fetch_add(1, Ordering::Relaxed);
+        if !DROPPED_BEFORE.swap(true, Ordering::Relaxed) {
+            warn!(
+                "vIOMMU {:?} interrupt (0x{:x} -> 0x{:x}) dropped: no function behind the unit \
+                 has bus mastering on to carry it as a DMA write (further drops are logged at \
+                 debug level)",
+                irq.kind, irq.data, irq.addr
+            );
+        } else {
+            debug!("vIOMMU {:?} interrupt dropped: no carrier", irq.kind);
+        }
+    }
+}

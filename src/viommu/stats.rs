@@ -1,0 +1,67 @@
+//! What the front end did, counted: for logs, tests and the demo's summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters (relaxed atomics: each is a plain tally).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(super) descriptors: AtomicU64,
+    pub(super) invalidations: AtomicU64,
+    pub(super) default_domains: AtomicU64,
+    pub(super) binds: AtomicU64,
+    pub(super) unbinds: AtomicU64,
+    pub(super) page_requests: AtomicU64,
+    pub(super) page_responses: AtomicU64,
+    pub(super) faults_recorded: AtomicU64,
+    pub(super) interrupts_sent: AtomicU64,
+    pub(super) interrupts_dropped: AtomicU64,
+}
+
+/// A snapshot of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Invalidation queue descriptors processed.
+    pub descriptors: u64,
+    /// Invalidations forwarded to the host IOMMU (after granularity conversion, per device).
+    pub invalidations: u64,
+    /// Default-domain changes made.
+    pub default_domains: u64,
+    /// PASID binds and rebinds made.
+    pub binds: u64,
+    /// PASID unbinds made.
+    pub unbinds: u64,
+    /// Page requests written into the guest's page request queue.
+    pub page_requests: u64,
+    /// Page group responses forwarded from the guest to the host IOMMU.
+    pub page_responses: u64,
+    /// Faults recorded in the guest's fault recording registers.
+    pub faults_recorded: u64,
+    /// Interrupt messages sent.
+    pub interrupts_sent: u64,
+    /// Interrupt messages no function could carry.
+    pub interrupts_dropped: u64,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub(super) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The values now.
+    pub fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            descriptors: get(&self.descriptors),
+            invalidations: get(&self.invalidations),
+            default_domains: get(&self.default_domains),
+            binds: get(&self.binds),
+            unbinds: get(&self.unbinds),
+            page_requests: get(&self.page_requests),
+            page_responses: get(&self.page_responses),
+            faults_recorded: get(&self.faults_recorded),
+            interrupts_sent: get(&self.interrupts_sent),
+            interrupts_dropped: get(&self.interrupts_dropped),
+        }
+    }
+}
