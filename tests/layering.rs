@@ -81,21 +81,35 @@ fn uses_path(text: &str, path: &str) -> bool {
     let Some((parent, leaf)) = path.rsplit_once("::") else {
         return false;
     };
-    compact.match_indices(&format!("{parent}::{{")).any(|(i, m)| {
-        let group = &compact[i + m.len()..];
-        let group = &group[..group.find('}').unwrap_or(group.len())];
-        group
-            .split(',')
-            .any(|item| item == leaf || item.starts_with(&format!("{leaf}::")))
-    })
+    compact
+        .match_indices(&format!("{parent}::{{"))
+        .any(|(i, m)| {
+            let group = &compact[i + m.len()..];
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            group
+                .split(',')
+                .any(|item| item == leaf || item.starts_with(&format!("{leaf}::")))
+        })
 }
 
 #[test]
 fn test_forbidden_paths_are_found_in_grouped_imports() {
-    assert!(uses_path("use crate::vtd::{cap, piommu};", "crate::vtd::piommu"));
-    assert!(uses_path("use crate::vtd::{\n  piommu::Foo,\n};", "crate::vtd::piommu"));
-    assert!(uses_path("crate::vtd::piommu::PhysicalIommu::new()", "crate::vtd::piommu"));
-    assert!(!uses_path("use crate::vtd::{cap, pasid};", "crate::vtd::piommu"));
+    assert!(uses_path(
+        "use crate::vtd::{cap, piommu};",
+        "crate::vtd::piommu"
+    ));
+    assert!(uses_path(
+        "use crate::vtd::{\n  piommu::Foo,\n};",
+        "crate::vtd::piommu"
+    ));
+    assert!(uses_path(
+        "crate::vtd::piommu::PhysicalIommu::new()",
+        "crate::vtd::piommu"
+    ));
+    assert!(!uses_path(
+        "use crate::vtd::{cap, pasid};",
+        "crate::vtd::piommu"
+    ));
 }
 
 #[test]

@@ -102,7 +102,13 @@ impl Devices {
         let Some(state) = self.map.get_mut(&id) else {
             return;
         };
-        apply_default(id, state, tables.default_domain(source(id)), iommu, counters);
+        apply_default(
+            id,
+            state,
+            tables.default_domain(source(id)),
+            iommu,
+            counters,
+        );
         let bound: Vec<Pasid> = state.pasids.keys().copied().collect();
         for pasid in bound {
             refresh_pasid(id, state, pasid, tables, iommu, counters);
@@ -150,14 +156,15 @@ fn apply_default(
     iommu: &dyn HostIommu,
     counters: &Counters,
 ) {
-    let current = state
-        .default
-        .map_or(DefaultDomain::Identity, |d| d.domain);
+    let current = state.default.map_or(DefaultDomain::Identity, |d| d.domain);
     if current != decoded.domain {
         set_default(id, decoded.domain, iommu, counters);
     }
     if let Some(fault) = decoded.blocked {
-        debug!("vIOMMU {id}: requests without PASID blocked: {}", fault.reason);
+        debug!(
+            "vIOMMU {id}: requests without PASID blocked: {}",
+            fault.reason
+        );
     }
     state.default = Some(decoded);
 }
@@ -184,7 +191,10 @@ fn refresh_pasid(
     let wanted = match tables.pasid(source(id), pasid) {
         Ok(wanted) => wanted,
         Err(fault) => {
-            debug!("vIOMMU {id}: PASID {pasid} entry unusable: {}", fault.reason);
+            debug!(
+                "vIOMMU {id}: PASID {pasid} entry unusable: {}",
+                fault.reason
+            );
             None
         }
     };

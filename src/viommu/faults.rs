@@ -28,7 +28,10 @@ pub fn register(shared: &Arc<Shared>, device: DeviceId, work: Sender<Work>) {
         // The thread gone means the front end is being dropped: nothing to report to.
         let _ = work.send(Work::Fault(*fault));
     };
-    if let Err(e) = shared.iommu.register_fault_handler(device, Arc::new(handler)) {
+    if let Err(e) = shared
+        .iommu
+        .register_fault_handler(device, Arc::new(handler))
+    {
         warn!("vIOMMU: cannot handle the faults of {device}: {e}");
     }
 }
@@ -107,7 +110,16 @@ pub fn unrecoverable(
         Some(entry) => (entry.reason, entry.fpd && entry.reason.is_qualified()),
         None => (reason(fault, scalable), false),
     };
-    record(regs, &Fault { reason, request, fpd }, counters, outbox);
+    record(
+        regs,
+        &Fault {
+            reason,
+            request,
+            fpd,
+        },
+        counters,
+        outbox,
+    );
 }
 
 fn record(regs: &mut Registers, fault: &Fault, counters: &Counters, outbox: &mut Outbox) {

@@ -26,7 +26,10 @@ pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Count
     for irq in irqs {
         if port.send(irq.addr, irq.data) {
             counters.interrupts_sent.fetch_add(1, Ordering::Relaxed);
-            debug!("vIOMMU {:?} interrupt: 0x{:x} -> 0x{:x}", irq.kind, irq.data, irq.addr);
+            debug!(
+                "vIOMMU {:?} interrupt: 0x{:x} -> 0x{:x}",
+                irq.kind, irq.data, irq.addr
+            );
             continue;
         }
         counters.interrupts_dropped.fetch_add(1, Ordering::Relaxed);

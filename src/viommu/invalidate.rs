@@ -37,7 +37,8 @@ pub struct Forwarder<'a> {
 
 /// Bytes covered by an address mask of `am` (2^am pages), saturating.
 fn mask_bytes(am: u8) -> u64 {
-    1u64.checked_shl(u32::from(am) + PAGE_SHIFT).unwrap_or(u64::MAX)
+    1u64.checked_shl(u32::from(am) + PAGE_SHIFT)
+        .unwrap_or(u64::MAX)
 }
 
 impl Forwarder<'_> {
@@ -189,10 +190,9 @@ impl Executor for Forwarder<'_> {
     fn pasid_cache(&mut self, inv: PasidCacheInvalidation) {
         let (tables, iommu, counters) = (self.tables, self.iommu, self.counters);
         match inv {
-            PasidCacheInvalidation::Pasid { pasid, .. } => {
-                self.devices
-                    .refresh_pasid_everywhere(pasid, tables, iommu, counters)
-            }
+            PasidCacheInvalidation::Pasid { pasid, .. } => self
+                .devices
+                .refresh_pasid_everywhere(pasid, tables, iommu, counters),
             PasidCacheInvalidation::Global | PasidCacheInvalidation::Domain(_) => {
                 self.devices.refresh_all(tables, iommu, counters)
             }
@@ -201,12 +201,16 @@ impl Executor for Forwarder<'_> {
 
     fn device_tlb(&mut self, inv: DevTlbInvalidation) {
         let Some(device) = self.devices.by_source(inv.source) else {
-            debug!("vIOMMU: device-TLB invalidation for {} (not behind the unit)", inv.source);
+            debug!(
+                "vIOMMU: device-TLB invalidation for {} (not behind the unit)",
+                inv.source
+            );
             return;
         };
         let range = inv.range();
-        let whole = range == (0..=u64::MAX);
-        let (addr, size) = (*range.start(), range.end() - range.start() + 1);
+        // Whole space when the size does not fit a u64 (0..=u64::MAX).
+        let (addr, size) = (*range.start(), (range.end() - range.start()).checked_add(1));
+        let (whole, size) = (size.is_none(), size.unwrap_or(u64::MAX));
         let pasid = inv.pasid.filter(|&p| !self.is_rid_pasid(device, p));
         let granularity = match (pasid, whole) {
             (_, _) if inv.global => Granularity::Domain,

@@ -117,7 +117,9 @@ impl Registers {
         outbox: &mut Outbox,
     ) {
         match written.offset {
-            DMAR_GCMD_REG => self.global_command(config, Gcmd::from_bits(written.data as u32), work),
+            DMAR_GCMD_REG => {
+                self.global_command(config, Gcmd::from_bits(written.data as u32), work)
+            }
             // ICC and IVT stay set until the thread has done the invalidation: Linux polls them.
             DMAR_CCMD_REG if Ccmd::from_bits(written.new).icc() => work.push(Work::ContextCommand),
             DMAR_IOTLB_REG if IotlbReg::from_bits(written.new).ivt() => {
@@ -155,9 +157,7 @@ impl Registers {
         if cmd.qie() != status.qies() && config.qi {
             self.regs.set(DMAR_IQH_REG, 0);
             self.regs.update(|gsts: Gsts| gsts.with_qies(cmd.qie()));
-            self.queue = cmd
-                .qie()
-                .then(|| QueueGeometry::from_iqa(self.regs.load()));
+            self.queue = cmd.qie().then(|| QueueGeometry::from_iqa(self.regs.load()));
             if cmd.qie() {
                 work.push(Work::Queue);
             }
@@ -218,7 +218,12 @@ mod tests {
     fn test_srtp_reports_rtps_at_once_and_asks_for_reevaluation() {
         let config = VtdConfig::default();
         let mut regs = Registers::new(&config);
-        let work = regs.write(&config, DMAR_GCMD_REG, 4, Gcmd::new().with_srtp(true).into_bits().into());
+        let work = regs.write(
+            &config,
+            DMAR_GCMD_REG,
+            4,
+            Gcmd::new().with_srtp(true).into_bits().into(),
+        );
         assert!(matches!(work.as_slice(), [Work::Reevaluate]));
         assert!(Gsts::from_bits(regs.read(DMAR_GSTS_REG, 4) as u32).rtps());
     }
@@ -227,7 +232,9 @@ mod tests {
     fn test_context_command_keeps_icc_until_done() {
         let config = VtdConfig::default();
         let mut regs = Registers::new(&config);
-        let ccmd = Ccmd::new().with_icc(true).with_cirg(crate::vtd::regs::ContextGranularity::Global);
+        let ccmd = Ccmd::new()
+            .with_icc(true)
+            .with_cirg(crate::vtd::regs::ContextGranularity::Global);
         let work = regs.write(&config, DMAR_CCMD_REG, 8, ccmd.into_bits());
         assert!(matches!(work.as_slice(), [Work::ContextCommand]));
         assert!(context_command(&regs).icc(), "the thread clears ICC");

@@ -4,8 +4,8 @@
 //! when they changed. VT-d spec 9.3-9.6 (entry formats), 3.6-3.9 (what each PGTT means).
 
 use crate::iommu::{
-    BindTarget, DefaultDomain, FirstStageFlags, PageTable, PagingLevels, Pasid,
-    SecondStageTable, UnrecoverableReason,
+    BindTarget, DefaultDomain, FirstStageFlags, PageTable, PagingLevels, Pasid, SecondStageTable,
+    UnrecoverableReason,
 };
 use crate::mem::MemView;
 use crate::vtd::context::ScalableContext;
@@ -85,7 +85,13 @@ impl Tables<'_> {
 
     /// Whether the unit is in scalable mode.
     pub fn scalable(&self) -> bool {
-        matches!(self.root, Some(RootTable { kind: RootTableType::Scalable, .. }))
+        matches!(
+            self.root,
+            Some(RootTable {
+                kind: RootTableType::Scalable,
+                ..
+            })
+        )
     }
 
     /// The default domain of `source`.
@@ -252,7 +258,9 @@ fn neutral_reason(reason: FaultReason) -> UnrecoverableReason {
         SmPasidDirEntryAccess | SmPasidEntryAccess | SmContextEntryAccess | SmRootEntryAccess => {
             UnrecoverableReason::PasidFetch
         }
-        SmPasidEntryReserved | SmPasidDirEntryReserved | SmPasidEntryInvalid
+        SmPasidEntryReserved
+        | SmPasidDirEntryReserved
+        | SmPasidEntryInvalid
         | SmContextEntryReserved => UnrecoverableReason::BadPasidEntry,
         _ => UnrecoverableReason::PasidInvalid,
     }

@@ -182,12 +182,31 @@ pub mod qi {
 }
 
 /// A unit, its guest RAM, and a driver state like `struct intel_iommu`.
-pub struct Machine {
+/// What the driver programs: a register window. Writes settle before they return (a
+/// unit that works on a thread of its own finishes what a write started), as a guest that
+/// polls for completion would observe.
+pub trait Unit {
+    /// A register read.
+    fn read(&self, offset: u64, size: usize) -> u64;
+    /// A register write; outputs that are not interrupts of a front end go to `sink`.
+    fn write(&mut self, offset: u64, size: usize, value: u64, sink: &mut RecordingSink);
+}
+
+impl Unit for RemappingUnit {
+    fn read(&self, offset: u64, size: usize) -> u64 {
+        self.mmio_read(offset, size)
+    }
+    fn write(&mut self, offset: u64, size: usize, value: u64, sink: &mut RecordingSink) {
+        self.mmio_write(offset, size, value, sink);
+    }
+}
+
+pub struct Machine<U: Unit = RemappingUnit> {
     /// Guest RAM (memfd-backed); the root table, queues and status slots are at fixed
     /// addresses, everything else comes from its allocator.
     pub ram: GuestRam,
     /// The unit under test.
-    pub unit: RemappingUnit,
+    pub unit: U,
     /// Everything the unit sent out.
     pub sink: RecordingSink,
     /// Linux's `iommu->gcmd`: the persistent command bits software has set.
@@ -202,7 +221,7 @@ pub struct Machine {
     pub root_kind: RootTableType,
 }
 
-impl Structures for Machine {
+impl<U: Unit> Structures for Machine<U> {
     fn ram(&mut self) -> &mut GuestRam {
         &mut self.ram
     }
@@ -220,6 +239,18 @@ impl Machine {
         let mut ram = GuestRam::new(RAM_SIZE);
         ram.skip_to(ALLOC_BASE);
         let unit = RemappingUnit::new(config, ram.mem.clone());
+        Machine::with_unit(ram, unit)
+    }
+
+    /// A unit with the default (Linux SVA) configuration.
+    pub fn default_config() -> Self {
+        Self::new(VtdConfig::default())
+    }
+}
+
+impl<U: Unit> Machine<U> {
+    /// `unit` over `ram` (whose allocator should start at [`ALLOC_BASE`]).
+    pub fn with_unit(ram: GuestRam, unit: U) -> Self {
         Machine {
             ram,
             unit,
@@ -233,26 +264,20 @@ impl Machine {
         }
     }
 
-    /// A unit with the default (Linux SVA) configuration.
-    pub fn default_config() -> Self {
-        Self::new(VtdConfig::default())
-    }
-
     pub fn readl(&self, offset: u64) -> u32 {
-        self.unit.mmio_read(offset, 4) as u32
+        self.unit.read(offset, 4) as u32
     }
 
     pub fn readq(&self, offset: u64) -> u64 {
-        self.unit.mmio_read(offset, 8)
+        self.unit.read(offset, 8)
     }
 
     pub fn writel(&mut self, offset: u64, value: u32) {
-        self.unit
-            .mmio_write(offset, 4, value.into(), &mut self.sink);
+        self.unit.write(offset, 4, value.into(), &mut self.sink);
     }
 
     pub fn writeq(&mut self, offset: u64, value: u64) {
-        self.unit.mmio_write(offset, 8, value, &mut self.sink);
+        self.unit.write(offset, 8, value, &mut self.sink);
     }
 
     /// dmar_msi_write + unmask for the three event sources.
