@@ -46,13 +46,41 @@ pub enum DmaPortError {
     /// The client did not answer in time.
     #[error("client did not answer a DMA request within {0:?}")]
     Timeout(Duration),
-    /// Called on the connection's reader thread, which would wait on itself (and QEMU would
-    /// wait on us holding its big lock): refused instead of deadlocking.
-    #[error("DMA request issued from the connection's own thread")]
+    /// Called on a connection's reader thread — its own, which would wait on itself, or any
+    /// other's: QEMU holds its big lock while it waits for that reader's reply and serves our
+    /// DMA requests under the same lock. Refused instead of deadlocking.
+    #[error("DMA request issued from a connection's reader thread")]
     WouldDeadlock,
     /// Sending failed.
     #[error("socket error")]
     Io(#[source] std::io::Error),
+}
+
+thread_local! {
+    /// Whether this thread reads a connection (and answers its requests).
+    static READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a connection reader for as long as the guard lives: no DMA
+/// request may be sent from it, on any connection.
+pub fn reader_thread() -> ReaderThread {
+    READER.with(|r| r.set(true));
+    ReaderThread(())
+}
+
+/// While it lives, the thread is a reader (see [`reader_thread`]).
+#[derive(Debug)]
+pub struct ReaderThread(());
+
+impl Drop for ReaderThread {
+    fn drop(&mut self) {
+        READER.with(|r| r.set(false));
+    }
+}
+
+/// Whether the calling thread is a connection reader.
+pub fn on_reader_thread() -> bool {
+    READER.with(|r| r.get())
 }
 
 #[derive(Default)]
@@ -164,7 +192,7 @@ impl DmaPort {
         count: usize,
         data: &[u8],
     ) -> Result<Message, DmaPortError> {
-        if std::thread::current().id() == self.inner.reader {
+        if std::thread::current().id() == self.inner.reader || on_reader_thread() {
             return Err(DmaPortError::WouldDeadlock);
         }
         let (msg_id, rx) = self.register()?;
@@ -250,6 +278,17 @@ mod tests {
         let (port, _peer) = port(std::thread::current().id());
         let err = port.read(0x1000, &mut [0; 8]).unwrap_err();
         assert!(matches!(err, DmaPortError::WouldDeadlock));
+    }
+
+    #[test]
+    fn test_request_from_another_connections_reader_is_refused() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, _peer) = port(other);
+        let guard = reader_thread();
+        let err = port.write(0x1000, &[1]).unwrap_err();
+        assert!(matches!(err, DmaPortError::WouldDeadlock));
+        drop(guard);
+        assert!(!on_reader_thread(), "the mark ends with the guard");
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub fn serve_connection(
     device: &mut dyn Device,
     options: &ServerOptions,
 ) -> Result<(), TransportError> {
+    let _reader = super::dma_port::reader_thread();
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
     let mut session = Session::default();
     let mut port: Option<DmaPort> = None;
