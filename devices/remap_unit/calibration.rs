@@ -1,16 +1,24 @@
 //! The DRHD base learned per topology: where firmware puts the remap unit's BAR0 for a given
 //! QEMU, machine and set of functions (SeaBIOS places BARs deterministically per topology;
-//! see ENVIRONMENT.md), kept in a small JSON file per topology under a cache directory.
+//! see ENVIRONMENT.md), kept in a small JSON file per topology under a cache directory, and
+//! learned by a calibration boot (QEMU runs its firmware until BAR0 is placed, no guest).
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use serde_json::{json, Value};
 
-use crate::pci::Bdf;
+use super::{bus, endpoint, BaseCheck, RegisterWindow};
+use crate::pci::{Bdf, LayoutError};
+use crate::vfio_user::{self, ServerOptions};
 
 /// FNV-1a (64-bit) parameters: a hash that stays the same across Rust releases, unlike std's.
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -121,6 +129,215 @@ pub fn topology_key(qemu_version: &str, machine: &str, slots: &[Slot]) -> String
     key
 }
 
+/// How long the calibration boot waits between looks at QEMU.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How much of QEMU's stderr an error carries.
+const OUTPUT_TAIL: usize = 4096;
+
+/// What a calibration boot learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Calibrated {
+    /// Where firmware put BAR0: the DRHD base to publish for this topology.
+    pub drhd_base: u64,
+    /// From starting QEMU to the placement.
+    pub elapsed: Duration,
+}
+
+/// Why a calibration boot learned nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    /// The socket could not be bound.
+    #[error("listening on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The remap unit could not be built (bad window size).
+    #[error("building the remap unit: {0}")]
+    Layout(#[from] LayoutError),
+    /// QEMU ended before firmware placed BAR0.
+    #[error("QEMU exited ({status}) before firmware placed BAR0; its last output:\n{output}")]
+    QemuExited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// The end of its stderr.
+        output: String,
+    },
+    /// QEMU could not be started.
+    #[error("starting QEMU: {0}")]
+    Spawn(#[source] io::Error),
+    /// Firmware did not place BAR0 in time.
+    #[error("firmware did not place BAR0 within {timeout:?}; QEMU's last output:\n{output}")]
+    Timeout {
+        /// The time allowed.
+        timeout: Duration,
+        /// The end of QEMU's stderr.
+        output: String,
+    },
+}
+
+/// A register window that is only there to be placed: reads 0, ignores writes.
+struct Unwired(u64);
+
+impl RegisterWindow for Unwired {
+    fn size(&self) -> u64 {
+        self.0
+    }
+    fn read(&self, _: u64, _: usize) -> u64 {
+        0
+    }
+    fn write(&self, _: u64, _: usize, _: u64) {}
+    fn reset(&self) {}
+}
+
+/// A calibration boot: serves a remap unit with a `window_size`-byte BAR0 on `socket`, runs
+/// `qemu` (which must attach a `vfio-user-pci` device to `socket` at the remap unit's address,
+/// and describe the rest of the topology exactly as the real run will: machine, the other
+/// functions and their addresses; no kernel is needed), waits until firmware places BAR0, then
+/// kills QEMU. The other vfio-user functions on the command line must be served by the caller
+/// meanwhile (QEMU does not start without them). QEMU's stdout is discarded, its stderr kept
+/// for errors.
+pub fn calibrate(
+    qemu: &mut Command,
+    socket: &Path,
+    window_size: u64,
+    timeout: Duration,
+) -> Result<Calibrated, CalibrationError> {
+    let (placed, placements) = mpsc::channel();
+    let check = BaseCheck::new(None).on_assigned(move |address| {
+        let _ = placed.send(address);
+    });
+    let device = endpoint(bus(), Arc::new(Unwired(window_size)), check)?;
+    let listener = vfio_user::bind(socket).map_err(|source| CalibrationError::Listen {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve_one(listener, device, Arc::clone(&stop));
+    let started = Instant::now();
+    let result = match qemu
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            let output = collect_tail(&mut child);
+            let outcome = wait_for_placement(&mut child, &placements, started, timeout);
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = output.join().unwrap_or_default();
+            match outcome {
+                Wait::Placed(drhd_base, elapsed) => Ok(Calibrated { drhd_base, elapsed }),
+                Wait::Exited(status) => Err(CalibrationError::QemuExited { status, output }),
+                Wait::TimedOut => Err(CalibrationError::Timeout { timeout, output }),
+            }
+        }
+        Err(e) => Err(CalibrationError::Spawn(e)),
+    };
+    stop.store(true, Ordering::Release);
+    let _ = server.join();
+    let _ = std::fs::remove_file(socket);
+    if let Ok(c) = &result {
+        info!(
+            "calibration: BAR0 at 0x{:x} after {:?}",
+            c.drhd_base, c.elapsed
+        );
+    }
+    result
+}
+
+enum Wait {
+    Placed(u64, Duration),
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+fn wait_for_placement(
+    child: &mut Child,
+    placements: &mpsc::Receiver<u64>,
+    started: Instant,
+    timeout: Duration,
+) -> Wait {
+    loop {
+        if let Ok(address) = placements.recv_timeout(POLL_INTERVAL) {
+            return Wait::Placed(address, started.elapsed());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // A placement may have raced with the exit.
+            return match placements.try_recv() {
+                Ok(address) => Wait::Placed(address, started.elapsed()),
+                Err(_) => Wait::Exited(status),
+            };
+        }
+        if started.elapsed() > timeout {
+            return Wait::TimedOut;
+        }
+    }
+}
+
+/// Accepts one client on `listener` (giving up once `stop` is set) and serves it until it
+/// leaves.
+fn serve_one(
+    listener: UnixListener,
+    mut device: impl vfio_user::Device + 'static,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        if let Err(e) = listener.set_nonblocking(true) {
+            warn!("calibration: socket setup failed: {e}");
+            return;
+        }
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    thread::sleep(POLL_INTERVAL);
+                }
+                Err(e) => {
+                    warn!("calibration: accept failed: {e}");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = stream.set_nonblocking(false) {
+            warn!("calibration: socket setup failed: {e}");
+            return;
+        }
+        match vfio_user::serve_connection(stream, &mut device, &ServerOptions::default()) {
+            Ok(()) | Err(vfio_user::transport::TransportError::Closed) => {}
+            Err(e) => debug!("calibration: client dropped: {e}"),
+        }
+    })
+}
+
+/// Reads the child's stderr to its end on a thread; yields the last [`OUTPUT_TAIL`] bytes.
+fn collect_tail(child: &mut Child) -> JoinHandle<String> {
+    let stderr = child.stderr.take();
+    thread::spawn(move || {
+        let Some(mut stderr) = stderr else {
+            return String::new();
+        };
+        let mut tail = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&chunk[..n]);
+            let excess = tail.len().saturating_sub(OUTPUT_TAIL);
+            tail.drain(..excess);
+        }
+        String::from_utf8_lossy(&tail).into_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +439,52 @@ mod tests {
             "qemu=11.1.3;machine=q35;00:03.0=remap-unit,0x4000;00:05.0=accel,0x1000,0x1000"
         );
         assert_eq!(key, topology_key("11.1.3", "q35", &[remap, accel]));
+    }
+
+    #[test]
+    fn test_calibrate_reports_qemu_exiting_early_with_its_output() {
+        let dir = temp_dir("exit");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("remap.sock");
+        let mut fake = Command::new("sh");
+        fake.args(["-c", "echo 'cannot open socket' >&2; exit 3"]);
+        let err = calibrate(&mut fake, &socket, 0x4000, Duration::from_secs(30)).unwrap_err();
+        let CalibrationError::QemuExited { status, output } = err else {
+            panic!("not an early exit: {err}");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(output, "cannot open socket\n");
+        assert!(!socket.exists(), "the socket is removed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_calibrate_gives_up_after_the_timeout() {
+        let dir = temp_dir("timeout");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("remap.sock");
+        let mut fake = Command::new("sleep");
+        fake.arg("30");
+        let started = Instant::now();
+        let err = calibrate(&mut fake, &socket, 0x4000, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, CalibrationError::Timeout { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sleep was killed"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_calibrate_refuses_a_window_that_is_no_bar() {
+        let mut never = Command::new("false");
+        let err = calibrate(
+            &mut never,
+            Path::new("/nonexistent/s"),
+            0x3000,
+            Duration::ZERO,
+        );
+        assert!(matches!(err, Err(CalibrationError::Layout(_))));
     }
 
     #[test]
