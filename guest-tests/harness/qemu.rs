@@ -48,8 +48,17 @@ pub fn vfio_user_device_at(socket: &Path, addr: &str) -> String {
 /// boots, which stop once firmware has placed the BARs).
 pub fn firmware_command() -> Command {
     let mut qemu = Command::new(require(&cache_dir().join("bin/qemu-system-x86_64")));
-    qemu.args(["-machine", "q35,accel=tcg", "-cpu", "max", "-m", "512M", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-nodefaults"]);
+    qemu.args([
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "512M",
+        "-smp",
+        "1",
+    ])
+    .args(["-nographic", "-no-reboot", "-nodefaults"]);
     qemu
 }
 
