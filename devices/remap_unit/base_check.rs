@@ -107,12 +107,15 @@ pub fn decoded_address(regs: &Registers, bar: &BarSpec) -> Option<u64> {
     (address != 0 && address != sizing_pattern(bar)).then_some(address)
 }
 
+/// The low BAR bits that hold type and prefetchable flags, not address (PCI 3.0 §6.2.5.1).
+const BAR_FLAG_BITS: u64 = 0xf;
+
 /// What the BAR's address bits read after an all-ones write: the size mask.
 fn sizing_pattern(bar: &BarSpec) -> u64 {
-    let mask = !(bar.size.max(1) - 1);
+    let mask = !(bar.size.max(1) - 1) & !BAR_FLAG_BITS;
     match bar.kind {
-        BarKind::Memory32 => mask & u64::from(u32::MAX) & !0xf,
-        BarKind::Memory64 => mask & !0xf,
+        BarKind::Memory32 => mask & u64::from(u32::MAX),
+        BarKind::Memory64 => mask,
     }
 }
 
