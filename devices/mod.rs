@@ -2,3 +2,4 @@
 //! depends on them.
 
 pub mod accel;
+pub mod remap_unit;

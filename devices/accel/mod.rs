@@ -404,7 +404,7 @@ fn layout(vendor_id: u16, device_id: u16, svm: bool) -> Result<(Layout, CapOffse
     let layout = Layout {
         config: b.build(),
         bars,
-        msix_bar: MSIX_BAR,
+        msix_bar: Some(MSIX_BAR),
         msix_pba_offset: MSIX_PBA_OFFSET.into(),
     };
     Ok((layout, caps))

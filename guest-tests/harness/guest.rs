@@ -94,6 +94,16 @@ impl Server {
         }
     }
 
+    /// The server's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A directory for this server's files (removed with the target dir).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Boots a guest attached to this server and waits for it to power off.
     pub fn boot(&self, boot: &Boot) -> Run {
         let console_path = self.dir.join(format!("console-{}.log", boot.test));

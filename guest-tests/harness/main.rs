@@ -5,7 +5,10 @@
 mod guest;
 mod qemu;
 
+use std::time::Duration;
+
 use guest::{Boot, Memory, Server};
+use vsvm::devices::remap_unit::calibration::calibrate;
 
 #[test]
 fn guest_accel_plain_with_memfd_ram() {
@@ -175,4 +178,33 @@ fn guest_accel_work_queues_without_fd_use_dma_messages() {
         log.contains("DMA_READ") && log.contains("DMA_WRITE"),
         "DMA messages not used:\n{log}"
     );
+}
+
+/// The calibration boot: firmware alone (no kernel) places the remap unit's BAR0 in a topology
+/// of remap unit at 03.0 and accelerator at 04.0, the same way twice.
+#[test]
+fn guest_remap_unit_calibration_boot_places_bar0() {
+    const WINDOW: u64 = 0x4000;
+    let server = Server::start("calibrate");
+    let remap = server.dir().join("remap.sock");
+    let mut places = Vec::new();
+    for _ in 0..2 {
+        let mut qemu = qemu::firmware_command();
+        qemu.arg("-device")
+            .arg(qemu::vfio_user_device_at(&remap, "03.0"))
+            .arg("-device")
+            .arg(qemu::vfio_user_device_at(server.socket(), "04.0"));
+        let c = calibrate(&mut qemu, &remap, WINDOW, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("calibration boot failed: {e}"));
+        eprintln!(
+            "calibration boot: BAR0 at 0x{:x} after {:?}",
+            c.drhd_base, c.elapsed
+        );
+        places.push(c.drhd_base);
+    }
+    assert_eq!(places[0], places[1], "placement is not deterministic");
+    assert_eq!(places[0] % WINDOW, 0, "BAR0 misaligned");
+    // SeaBIOS puts 32-bit BARs below the IOAPIC at 0xfec00000 (ENVIRONMENT.md).
+    assert!((0xe000_0000..0xfec0_0000).contains(&places[0]));
+    server.stop();
 }

@@ -35,8 +35,31 @@ pub fn require(path: &Path) -> PathBuf {
 
 /// The JSON -device argument (the only form QEMU 11 accepts for vfio-user-pci).
 pub fn vfio_user_device(socket: &Path) -> String {
+    vfio_user_device_at(socket, "04.0")
+}
+
+/// The JSON -device argument of a vfio-user function at `addr` ("DD.F") on pcie.0.
+pub fn vfio_user_device_at(socket: &Path, addr: &str) -> String {
     let socket = serde_json::json!({ "path": socket, "type": "unix" });
-    serde_json::json!({ "driver": "vfio-user-pci", "socket": socket, "addr": "04.0" }).to_string()
+    serde_json::json!({ "driver": "vfio-user-pci", "socket": socket, "addr": addr }).to_string()
+}
+
+/// QEMU with the test guests' machine but no kernel: only firmware runs (for calibration
+/// boots, which stop once firmware has placed the BARs).
+pub fn firmware_command() -> Command {
+    let mut qemu = Command::new(require(&cache_dir().join("bin/qemu-system-x86_64")));
+    qemu.args([
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "512M",
+        "-smp",
+        "1",
+    ])
+    .args(["-nographic", "-no-reboot", "-nodefaults"]);
+    qemu
 }
 
 /// A guest that runs `/guest/tests/<test>` (kernel parameter `vsvm.test`) with `extra` kernel

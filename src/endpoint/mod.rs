@@ -89,8 +89,9 @@ pub struct Layout {
     pub config: ConfigSpace,
     /// Memory BARs, the MSI-X BAR among them.
     pub bars: Vec<BarSpec>,
-    /// BAR index dedicated to the MSI-X table (at offset 0) and PBA.
-    pub msix_bar: usize,
+    /// BAR index dedicated to the MSI-X table (at offset 0) and PBA; `None` for a function
+    /// without MSI-X (its [`Bus`] then has no vectors).
+    pub msix_bar: Option<usize>,
     /// Offset of the PBA in the MSI-X BAR.
     pub msix_pba_offset: u64,
 }
@@ -99,7 +100,7 @@ pub struct Layout {
 pub struct Endpoint<F: Function> {
     config: ConfigSpace,
     bars: Vec<BarSpec>,
-    msix_bar: usize,
+    msix_bar: Option<usize>,
     msix: MsixTable,
     bus: Bus,
     function: F,
@@ -212,7 +213,7 @@ impl<F: Function> Device for Endpoint<F> {
             return self.config.read(offset, data).map_err(|_| Errno::INVAL);
         }
         let bar = self.bar_access(index, offset, data.len())?;
-        if bar == self.msix_bar {
+        if Some(bar) == self.msix_bar {
             self.msix.read(offset, data, &self.bus.irqs);
         } else {
             self.function.bar_read(bar, offset, data);
@@ -229,7 +230,7 @@ impl<F: Function> Device for Endpoint<F> {
             return Ok(());
         }
         let bar = self.bar_access(index, offset, data.len())?;
-        if bar == self.msix_bar {
+        if Some(bar) == self.msix_bar {
             self.msix.write(offset, data);
         } else {
             self.function.bar_write(bar, offset, data);
@@ -327,7 +328,7 @@ mod tests {
         let layout = Layout {
             config: b.build(),
             bars: vec![msix],
-            msix_bar: 2,
+            msix_bar: Some(2),
             msix_pba_offset: 0x800,
         };
         let events = Arc::default();

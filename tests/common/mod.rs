@@ -33,10 +33,21 @@ pub fn spawn_accel() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
 pub fn spawn_accel_with(
     options: ServerOptions,
 ) -> (RawClient, JoinHandle<Result<(), TransportError>>) {
+    spawn_device(
+        || accel_device::endpoint(accel_device::VENDOR_ID, accel_device::DEVICE_ID).unwrap(),
+        options,
+    )
+}
+
+/// Starts the device `make` builds (on the server thread) serving one connection on a
+/// socketpair, with `options`.
+pub fn spawn_device<D: vsvm::vfio_user::Device>(
+    make: impl FnOnce() -> D + Send + 'static,
+    options: ServerOptions,
+) -> (RawClient, JoinHandle<Result<(), TransportError>>) {
     let (client, server) = UnixStream::pair().unwrap();
     let handle = std::thread::spawn(move || {
-        let mut device =
-            accel_device::endpoint(accel_device::VENDOR_ID, accel_device::DEVICE_ID).unwrap();
+        let mut device = make();
         vsvm::vfio_user::serve_connection(server, &mut device, &options)
     });
     (
