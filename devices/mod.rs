@@ -3,3 +3,4 @@
 
 pub mod accel;
 pub mod remap_unit;
+pub mod topology;

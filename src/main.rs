@@ -2,15 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::thread;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use vsvm::devices::accel;
+use vsvm::devices::topology::{AccelSpec, RemapSpec, Topology};
+use vsvm::pci::Bdf;
 use vsvm::vfio_user;
+
+mod cli;
+
+use cli::options;
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +31,15 @@ struct Cli {
 enum Command {
     /// Serve devices over vfio-user; one socket per PCI function. Exits 0 on SIGTERM.
     ///
-    /// Attach each socket to QEMU (>= 10.1) with
-    /// -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
+    /// Plain accelerators (no IOMMU): --device accel --socket-path PATH (repeatable), or
+    /// --accel socket=PATH,addr=DD.F. With --remap-unit the guest gets our VT-d: the
+    /// accelerators sit behind it, the DMAR table is written to --dmar, and the QEMU and guest
+    /// kernel arguments are printed. Attach each socket to QEMU (>= 10.1) with
+    /// -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"},"addr":"DD.F"}'
     Serve(ServeArgs),
+    /// Learn where firmware puts the remap unit's registers for a topology (a firmware-only
+    /// QEMU boot, about a second under TCG) and cache it; prints the address.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,18 +50,34 @@ enum DeviceKind {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Device model to serve; repeat together with --socket-path for several functions.
-    #[arg(long = "device", required = true)]
+    /// Device model to serve (plain, no IOMMU); repeat together with --socket-path.
+    #[arg(long = "device")]
     devices: Vec<DeviceKind>,
     /// UNIX socket to listen on, one per --device, in the same order.
-    #[arg(long = "socket-path", required = true)]
+    #[arg(long = "socket-path")]
     sockets: Vec<PathBuf>,
-    /// PCI vendor ID of the accelerator (hex).
-    #[arg(long, value_parser = parse_hex_u16, default_value = "0x5653")]
+    /// PCI vendor ID of the --device accelerators (hex).
+    #[arg(long, value_parser = options::parse_hex_u16, default_value = "0x5653")]
     vendor_id: u16,
-    /// PCI device ID of the accelerator (hex).
-    #[arg(long, value_parser = parse_hex_u16, default_value = "0xa001")]
+    /// PCI device ID of the --device accelerators (hex).
+    #[arg(long, value_parser = options::parse_hex_u16, default_value = "0xa001")]
     device_id: u16,
+    #[command(flatten)]
+    topology: TopologyArgs,
+    /// Where to write the DMAR table for QEMU's -acpitable file=... (with --remap-unit).
+    #[arg(long)]
+    dmar: Option<PathBuf>,
+    /// Where firmware puts the remap unit's BAR0 (hex), as a calibration found it.
+    #[arg(long, value_parser = options::parse_hex_u64)]
+    drhd_base: Option<u64>,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
+    /// Write the QEMU arguments for this topology here, one per line.
+    #[arg(long)]
+    qemu_args: Option<PathBuf>,
+    /// Guest RAM size in the QEMU arguments printed.
+    #[arg(long, default_value = "1G")]
+    ram: String,
     /// After each message, keep polling the socket this many microseconds before sleeping
     /// (0 = never spin). Shortens MMIO round trips; an idle server uses no CPU either way.
     #[arg(long, default_value_t = vfio_user::PollWindow::DEFAULT.0.as_micros() as u64)]
@@ -62,6 +88,37 @@ struct ServeArgs {
     /// own thread hand-offs in each MMIO round trip cheaper. It is lifted once the window passes.
     #[arg(long)]
     no_cpu_latency_qos: bool,
+}
+
+#[derive(clap::Args)]
+struct TopologyArgs {
+    /// An accelerator: socket=PATH,addr=DD.F[,vendor-id=HEX][,device-id=HEX]. Repeatable.
+    #[arg(long = "accel", value_parser = options::parse_accel)]
+    accels: Vec<AccelSpec>,
+    /// The remap unit (our VT-d, translating every --accel): socket=PATH,addr=DD.F.
+    #[arg(long = "remap-unit", value_parser = options::parse_remap)]
+    remap: Option<RemapSpec>,
+}
+
+#[derive(clap::Args)]
+struct CalibrationArgs {
+    /// QEMU binary for calibration boots (when no --drhd-base is given).
+    #[arg(long)]
+    qemu: Option<PathBuf>,
+    /// Calibration cache directory [default: $XDG_CACHE_HOME/vsvm/calibration].
+    #[arg(long)]
+    calibration_cache: Option<PathBuf>,
+    /// Calibrate even if the cache knows this topology.
+    #[arg(long)]
+    recalibrate: bool,
+}
+
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    #[command(flatten)]
+    topology: TopologyArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
 }
 
 /// The CPU latency request the server holds inside its poll window, if it may.
@@ -83,15 +140,48 @@ fn cpu_latency(args: &ServeArgs) -> vfio_user::CpuLatency {
     }
 }
 
-fn parse_hex_u16(s: &str) -> Result<u16, String> {
-    u16::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| e.to_string())
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Calibrate(args) => calibrate(args),
+    }
+}
+
+fn topology(args: &TopologyArgs) -> Topology {
+    Topology {
+        remap: args.remap.clone(),
+        accels: args.accels.clone(),
+    }
+}
+
+fn cache_dir(args: &CalibrationArgs) -> PathBuf {
+    args.calibration_cache
+        .clone()
+        .unwrap_or_else(cli::calibrate::default_cache)
+}
+
+fn calibrate(args: CalibrateArgs) -> ExitCode {
+    let Some(qemu) = &args.calibration.qemu else {
+        error!("calibrate needs --qemu BIN");
+        return ExitCode::from(2);
+    };
+    let topology = topology(&args.topology);
+    if topology.remap.is_none() {
+        error!("calibrate needs --remap-unit addr=DD.F");
+        return ExitCode::from(2);
+    }
+    let cache = cache_dir(&args.calibration);
+    match cli::calibrate::drhd_base(&topology, qemu, &cache, args.calibration.recalibrate) {
+        Ok(base) => {
+            println!("0x{base:x}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -104,41 +194,39 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let options = vfio_user::ServerOptions {
-        poll: vfio_user::PollWindow(std::time::Duration::from_micros(args.poll_us)),
-        cpu_latency: cpu_latency(&args),
-    };
-    let mut workers = Vec::new();
-    for (kind, path) in args.devices.iter().zip(&args.sockets) {
-        let listener = match vfio_user::bind(path) {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot listen on {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        };
-        let mut device = match kind {
-            DeviceKind::Accel => match accel::endpoint(args.vendor_id, args.device_id) {
-                Ok(d) => d,
-                Err(e) => {
-                    error!("cannot build the accel function: {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
-        info!("serving {kind:?} on {}", path.display());
-        let (path, options) = (path.clone(), options.clone());
-        workers.push(thread::spawn(move || {
-            if let Err(e) = vfio_user::serve(&listener, &mut device, &options) {
-                error!("socket {} failed: {e}", path.display());
-            }
-        }));
+    let mut topology = topology(&args.topology);
+    // --device accel --socket-path PATH: plain accelerators, numbered from 04.0 on.
+    for (i, (DeviceKind::Accel, socket)) in args.devices.iter().zip(&args.sockets).enumerate() {
+        topology.accels.push(AccelSpec {
+            socket: socket.clone(),
+            addr: Bdf::new(0, 4 + i as u8, 0).unwrap_or_default(),
+            vendor_id: args.vendor_id,
+            device_id: args.device_id,
+        });
     }
-    wait_for_signal(args.sockets)
+    if topology.accels.is_empty() {
+        error!("nothing to serve: give --accel or --device accel --socket-path PATH");
+        return ExitCode::from(2);
+    }
+    let plan = cli::serve::Plan {
+        topology,
+        dmar: args.dmar.clone(),
+        drhd_base: args.drhd_base,
+        qemu: args.calibration.qemu.clone(),
+        cache: cache_dir(&args.calibration),
+        recalibrate: args.calibration.recalibrate,
+        qemu_args: args.qemu_args.clone(),
+        ram: args.ram.clone(),
+        options: vfio_user::ServerOptions {
+            poll: vfio_user::PollWindow(std::time::Duration::from_micros(args.poll_us)),
+            cpu_latency: cpu_latency(&args),
+        },
+    };
+    cli::serve::run(plan)
 }
 
 /// Blocks until SIGTERM or SIGINT, removes the sockets and returns success.
-fn wait_for_signal(sockets: Vec<PathBuf>) -> ExitCode {
+pub(crate) fn wait_for_signal(sockets: Vec<PathBuf>) -> ExitCode {
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {

@@ -281,7 +281,7 @@ fn wait_for_placement(
 
 /// Accepts one client on `listener` (giving up once `stop` is set) and serves it until it
 /// leaves.
-fn serve_one(
+pub fn serve_one(
     listener: UnixListener,
     mut device: impl vfio_user::Device + 'static,
     stop: Arc<AtomicBool>,

@@ -8,6 +8,7 @@
 pub mod base_check;
 pub mod calibration;
 pub mod dmar;
+pub mod front;
 
 use std::sync::Arc;
 

@@ -133,6 +133,11 @@ impl<F: Function> Endpoint<F> {
         &self.function
     }
 
+    /// What the function shares with the endpoint: guest memory, interrupts, bus mastering.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     /// Configuration space as the guest last wrote it.
     pub fn config(&self) -> &ConfigSpace {
         &self.config

@@ -37,6 +37,7 @@ use crate::mem::GuestMemory;
 use crate::vtd::cap::VtdConfig;
 
 pub use interrupts::InterruptPort;
+pub use registers::window_size;
 pub use stats::Stats;
 
 use registers::Registers;
@@ -121,7 +122,7 @@ impl FrontEnd {
 
     /// Bytes of register window (the fault recording registers come last), whole pages.
     pub fn window_size(&self) -> u64 {
-        registers::window_size(&self.shared.config)
+        window_size(&self.shared.config)
     }
 
     /// A register read: no side effects; holes and odd sizes read as 0.
