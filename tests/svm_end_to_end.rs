@@ -11,6 +11,8 @@
 #[path = "common/accel.rs"]
 mod accel_driver;
 mod common_vtd;
+#[path = "svm_end_to_end/default_domain.rs"]
+mod default_domain;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;

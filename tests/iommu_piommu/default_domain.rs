@@ -5,6 +5,7 @@
 //! IOTLB entries until each granularity invalidates them; `set_default_domain` and `rebind`
 //! invalidating the device's ATC; walks in each device's own DMA map.
 
+use common_vtd::dma_domain::{fl_leaf, sl_leaf, DmaDomain, FL_TABLE};
 use vsvm::ats::{Ats, AtsMode};
 use vsvm::iommu::{
     DefaultDomain, FaultStage, PageTable, PagingLevels, SecondStageTable, UnrecoverableFault,
@@ -14,20 +15,6 @@ use vsvm::vfio_user::DmaUnmapRequest;
 
 use super::*;
 
-// First-stage PTE bits of Linux's DMA domains (drivers/iommu/intel/iommu.h DMA_FL_PTE_*,
-// DMA_PTE_READ/WRITE): non-leaf entries are READ | WRITE | US | ACCESS; a leaf is its prot
-// with PRESENT | US | ACCESS, and DIRTY when writable.
-const FL_PRESENT: u64 = 1 << 0;
-const FL_WRITE: u64 = 1 << 1;
-const FL_US: u64 = 1 << 2;
-const FL_ACCESS: u64 = 1 << 5;
-const FL_DIRTY: u64 = 1 << 6;
-const FL_TABLE: u64 = FL_PRESENT | FL_WRITE | FL_US | FL_ACCESS;
-const FL_LEAF_RW: u64 = FL_PRESENT | FL_WRITE | FL_US | FL_ACCESS | FL_DIRTY;
-const FL_LEAF_RO: u64 = FL_PRESENT | FL_US | FL_ACCESS;
-// Second-stage: non-leaf and leaf entries READ | WRITE (DMA_PTE_*), LARGE_PAGE for 2 MiB.
-const SL_RW: u64 = DMA_PTE_READ | DMA_PTE_WRITE;
-
 /// IOVAs of Linux's IOVA allocator (top-down below the DMA mask): a 4 KiB page, a 2 MiB page,
 /// a read-only page, and a hole.
 const IOVA_4K: u64 = 0xffff_f000;
@@ -36,31 +23,27 @@ const IOVA_RO: u64 = 0xfffe_e000;
 const IOVA_HOLE: u64 = 0xfffe_0000;
 const GPA_RO: u64 = 0x0031_0000;
 
-/// A DMA domain's tables: `IOVA_4K`, `IOVA_2M` (read-write) and `IOVA_RO` mapped.
-fn first_stage_domain(ram: &mut GuestRam) -> (Tree, DefaultDomain) {
-    let tree = Tree::new(ram, 4, Space::default(), FL_TABLE);
-    tree.map(ram, IOVA_4K, GPA_4K, 1, FL_LEAF_RW);
-    tree.map(ram, IOVA_2M, GPA_2M, 2, FL_LEAF_RW);
-    tree.map(ram, IOVA_RO, GPA_RO, 1, FL_LEAF_RO);
-    let domain = DefaultDomain::FirstStage(PageTable {
-        root: tree.root,
-        levels: PagingLevels::Four,
-        flags: FirstStageFlags::default(),
-    });
-    (tree, domain)
+/// A DMA domain's tables (first stage, or second stage of `levels`): `IOVA_4K`, `IOVA_2M`
+/// (read-write) and `IOVA_RO` mapped.
+fn dma_domain(ram: &mut GuestRam, levels: Option<u8>) -> (DmaDomain, DefaultDomain) {
+    let dma = match levels {
+        None => DmaDomain::first_stage(ram),
+        Some(levels) => DmaDomain::second_stage(ram, levels),
+    };
+    dma.map_4k(ram, IOVA_4K, GPA_4K, true);
+    dma.map_2m(ram, IOVA_2M, GPA_2M, true);
+    dma.map_4k(ram, IOVA_RO, GPA_RO, false);
+    (dma, dma.domain())
 }
 
-/// The same mappings in a legacy-mode second-stage table of `levels` levels.
+fn first_stage_domain(ram: &mut GuestRam) -> (Tree, DefaultDomain) {
+    let (dma, domain) = dma_domain(ram, None);
+    (dma.tree, domain)
+}
+
 fn second_stage_domain(ram: &mut GuestRam, levels: u8) -> (Tree, DefaultDomain) {
-    let tree = Tree::new(ram, levels, Space::default(), SL_RW);
-    tree.map(ram, IOVA_4K, GPA_4K, 1, SL_RW);
-    tree.map(ram, IOVA_2M, GPA_2M, 2, SL_RW);
-    tree.map(ram, IOVA_RO, GPA_RO, 1, DMA_PTE_READ);
-    let domain = DefaultDomain::SecondStage(SecondStageTable {
-        root: tree.root,
-        levels,
-    });
-    (tree, domain)
+    let (dma, domain) = dma_domain(ram, Some(levels));
+    (dma.tree, domain)
 }
 
 impl Rig {
@@ -146,7 +129,7 @@ fn test_first_stage_default_domain_translates_4k_and_2m_pages() {
     // Linux sets A and D itself: the walk leaves the entries as Linux wrote them.
     assert_eq!(
         rig.ram.read(tree.slot(&rig.ram, IOVA_RO, 1)),
-        GPA_RO | FL_LEAF_RO
+        GPA_RO | fl_leaf(false)
     );
     assert!(rig.untagged_faults().is_empty());
 }
@@ -244,7 +227,7 @@ fn test_no_pasid_iotlb_entries_stay_until_each_granularity_drops_them() {
     rig.set_default(domain);
     rig.bind(1);
     let leaf = tree.slot(&rig.ram, IOVA_4K, 1);
-    let remap = |rig: &Rig, gpa: u64| rig.ram.write(leaf, gpa | FL_LEAF_RW);
+    let remap = |rig: &Rig, gpa: u64| rig.ram.write(leaf, gpa | fl_leaf(true));
     let out = |rig: &Rig| rig.untagged(IOVA_4K, READ).unwrap().output;
     assert_eq!(out(&rig), GPA_4K);
     assert_eq!(rig.output(1, VA_4K), GPA_4K);
@@ -290,7 +273,8 @@ fn test_second_stage_iotlb_entries_drop_with_a_no_pasid_range() {
     rig.set_default(domain);
     let pde = tree.slot(&rig.ram, IOVA_2M, 2);
     assert_eq!(rig.untagged(IOVA_2M, READ).unwrap().output, GPA_2M);
-    rig.ram.write(pde, 0x0120_0000 | SL_RW | DMA_PTE_LARGE_PAGE);
+    rig.ram
+        .write(pde, 0x0120_0000 | sl_leaf(true) | DMA_PTE_LARGE_PAGE);
     assert_eq!(
         rig.untagged(IOVA_2M + PAGE, READ).unwrap().output,
         GPA_2M + PAGE
@@ -312,7 +296,7 @@ fn test_set_default_domain_drops_cached_translations_and_flushes_the_atc() {
     rig.set_default(first);
     assert_eq!(rig.untagged(IOVA_4K, READ).unwrap().output, GPA_4K);
     let (tree, second) = second_stage_domain(&mut rig.ram, 3);
-    tree.map(&mut rig.ram, IOVA_4K, 0x0077_0000, 1, SL_RW);
+    tree.map(&mut rig.ram, IOVA_4K, 0x0077_0000, 1, sl_leaf(true));
     rig.set_default(second);
     assert_eq!(
         rig.untagged(IOVA_4K, READ).unwrap().output,
@@ -449,7 +433,7 @@ fn test_each_device_walks_in_its_own_dma_map() {
     for (mem, gpa) in [(&mem_a, 0x20_0000), (&mem_b, 0x30_0000)] {
         let mut ram = GuestRam::with_memory(mem.clone(), 4 << 20);
         let tree = Tree::new(&mut ram, 4, Space::default(), FL_TABLE);
-        tree.map(&mut ram, IOVA_4K, gpa, 1, FL_LEAF_RW);
+        tree.map(&mut ram, IOVA_4K, gpa, 1, fl_leaf(true));
         domains.push(DefaultDomain::FirstStage(PageTable {
             root: tree.root,
             levels: PagingLevels::Four,
