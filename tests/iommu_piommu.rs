@@ -5,6 +5,8 @@
 //! responses back to a recording device endpoint.
 
 mod common_vtd;
+#[path = "iommu_piommu/default_domain.rs"]
+mod default_domain;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};

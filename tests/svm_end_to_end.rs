@@ -11,6 +11,8 @@
 #[path = "common/accel.rs"]
 mod accel_driver;
 mod common_vtd;
+#[path = "svm_end_to_end/default_domain.rs"]
+mod default_domain;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
@@ -41,7 +43,8 @@ use vsvm::vtd::piommu::PhysicalIommu;
 use vsvm::vtd::VtdConfig;
 
 const RAM_SIZE: u64 = 32 << 20;
-/// Work-queue rings (untagged space: the IOMMU passes requests without PASID through).
+/// Work-queue rings (untagged space: the device's default domain is identity unless a test
+/// sets another).
 const RINGS: u64 = 0x1000;
 /// Page tables and process pages are allocated from here on.
 const HEAP: u64 = 1 << 20;

@@ -1,6 +1,9 @@
-//! The accel copy engine: runs jobs on its own thread, so that a job whose memory is reached
-//! through the client (DMA_READ/WRITE) never blocks the thread answering the client.
+//! The accel plain copy engine: runs jobs on its own thread, so that a job whose memory is
+//! reached through the client (DMA_READ/WRITE) never blocks the thread answering the client.
+//! Without an IOMMU DMA_SRC/DMA_DST are guest-physical; behind one they are IOVAs, translated
+//! page by page as requests without PASID (through ATS when it is enabled), PCIe 6.0 §10.1.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -8,9 +11,10 @@ use std::thread;
 
 use log::{debug, warn};
 
+use super::device::Core;
 use super::regs::{DmaError, DmaState, DmaStatus, DMA_MAX_LEN};
-use crate::endpoint::Bus;
-use crate::mem::Gpa;
+use super::svm::{self, Space, Svm};
+use crate::mem::{Gpa, MemError, MemView, ViewCache};
 
 /// MSI-X vector raised when a job ends.
 pub const COMPLETION_VECTOR: u32 = 0;
@@ -18,9 +22,9 @@ pub const COMPLETION_VECTOR: u32 = 0;
 /// One copy job.
 #[derive(Clone, Copy, Debug)]
 pub struct Job {
-    /// Source guest-physical address.
+    /// Source: guest-physical address, or an IOVA behind an IOMMU.
     pub src: Gpa,
-    /// Destination guest-physical address.
+    /// Destination: guest-physical address, or an IOVA behind an IOMMU.
     pub dst: Gpa,
     /// Bytes to copy.
     pub len: u32,
@@ -57,14 +61,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the engine thread on `bus`.
-    pub fn start(bus: Bus) -> Self {
+    /// Starts the engine thread of the device `core` (its bus, and its IOMMU if any).
+    pub(crate) fn start(core: Arc<Core>) -> Self {
         let shared = Arc::new(Shared::default());
         let (jobs, rx) = mpsc::channel();
         let worker_shared = shared.clone();
         thread::Builder::new()
             .name("accel-engine".into())
-            .spawn(move || worker(rx, bus, worker_shared))
+            .spawn(move || worker(rx, &core, worker_shared))
             .expect("spawning the engine thread");
         Engine { jobs, shared }
     }
@@ -94,10 +98,11 @@ impl Engine {
     }
 }
 
-fn worker(jobs: Receiver<(Job, u64)>, bus: Bus, shared: Arc<Shared>) {
+fn worker(jobs: Receiver<(Job, u64)>, core: &Core, shared: Arc<Shared>) {
     let mut buf = Vec::new();
+    let mut views = ViewCache::new(core.bus.mem.clone());
     for (job, generation) in jobs {
-        let error = run(&job, &bus, &mut buf);
+        let error = run(&job, core, &mut views, &mut buf);
         if shared.generation.load(Ordering::Acquire) != generation {
             debug!("job {job:?} finished after a reset; result dropped");
             continue;
@@ -110,28 +115,85 @@ fn worker(jobs: Receiver<(Job, u64)>, bus: Bus, shared: Arc<Shared>) {
         let status = DmaStatus::new().with_state(state).with_error(error);
         shared.status.store(status.into_bits(), Ordering::Release);
         shared.done.fetch_add(1, Ordering::AcqRel);
-        if job.irq && !bus.irqs.trigger(COMPLETION_VECTOR) {
+        if job.irq && !core.bus.irqs.trigger(COMPLETION_VECTOR) {
             debug!("completion interrupt not delivered (vector masked or unassigned)");
         }
     }
 }
 
-fn run(job: &Job, bus: &Bus, buf: &mut Vec<u8>) -> DmaError {
+/// Runs one job: the whole source is read, then the whole destination written (so
+/// overlapping ranges copy as from a snapshot of the source).
+fn run(job: &Job, core: &Core, views: &mut ViewCache, buf: &mut Vec<u8>) -> DmaError {
     if job.len == 0 || job.len > DMA_MAX_LEN {
         return DmaError::BadLen;
     }
-    if !bus.bus_master() {
+    if !core.bus.bus_master() {
         warn!("DMA job with bus mastering disabled");
         return DmaError::SrcFault;
     }
     buf.resize(job.len as usize, 0);
-    if let Err(e) = bus.mem.read(job.src, buf) {
-        warn!("DMA source {}: {e}", job.src);
-        return DmaError::SrcFault;
+    let Some(svm) = core.svm.as_ref() else {
+        let view = views.current();
+        if let Err(e) = view.read(job.src, buf) {
+            warn!("DMA source {}: {e}", job.src);
+            return DmaError::SrcFault;
+        }
+        if let Err(e) = view.write(job.dst, buf) {
+            warn!("DMA destination {}: {e}", job.dst);
+            return DmaError::DstFault;
+        }
+        return DmaError::None;
+    };
+    let (src, dst, len) = (job.src.0, job.dst.0, buf.len());
+    let read = |view: &MemView, gpa, range: Range<usize>| view.read(Gpa(gpa), &mut buf[range]);
+    if let Err(e) = translated(svm, views, src, len, false, read) {
+        return e;
     }
-    if let Err(e) = bus.mem.write(job.dst, buf) {
-        warn!("DMA destination {}: {e}", job.dst);
-        return DmaError::DstFault;
+    let write = |view: &MemView, gpa, range: Range<usize>| view.write(Gpa(gpa), &buf[range]);
+    if let Err(e) = translated(svm, views, dst, len, true, write) {
+        return e;
     }
     DmaError::None
+}
+
+/// Accesses the `len` bytes at IOVA `addr` page by page: each page is translated as a
+/// request without PASID (a write for the destination) and handed to `access` as (view,
+/// guest-physical address, range of the job's buffer) under the ATS fence, so that an
+/// invalidation of the page waits for its access. A translation the IOMMU refuses (the
+/// default domain maps nothing there, or forbids the access) is `Translation`; memory that
+/// cannot be accessed, or a range that wraps, is `SrcFault` / `DstFault`.
+fn translated(
+    svm: &Svm,
+    views: &mut ViewCache,
+    addr: u64,
+    len: usize,
+    write: bool,
+    mut access: impl FnMut(&MemView, u64, Range<usize>) -> Result<(), MemError>,
+) -> Result<(), DmaError> {
+    let (side, fault) = if write {
+        ("destination", DmaError::DstFault)
+    } else {
+        ("source", DmaError::SrcFault)
+    };
+    if addr.checked_add(len as u64).is_none() {
+        warn!("DMA {side} 0x{addr:x}+0x{len:x} wraps the address space");
+        return Err(fault);
+    }
+    let mut done = 0;
+    while done < len {
+        let at = addr + done as u64;
+        let _fence = svm.ats().fence();
+        let space = Space::Untagged;
+        let page = svm::translate(Some(svm), space, at, space.access(write)).map_err(|miss| {
+            debug!("DMA {side} IOVA 0x{at:x} not translated: {miss:?}");
+            DmaError::Translation
+        })?;
+        let n = usize::try_from(page.forward_in_page()).map_or(len - done, |n| n.min(len - done));
+        access(views.current(), page.gpa, done..done + n).map_err(|e| {
+            warn!("DMA {side} IOVA 0x{at:x} (GPA 0x{:x}): {e}", page.gpa);
+            fault
+        })?;
+        done += n;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! accel: the vsvm SVM accelerator. Two programming models on one function:
-//! - the plain copy engine (registers 0x000-0x037): one guest-physical copy at a time;
+//! - the plain copy engine (registers 0x000-0x037): one copy at a time, of guest-physical
+//!   addresses, or of IOVAs (requests without PASID) behind an IOMMU;
 //! - work queues of 64-byte descriptors (MEMMOVE, FILL, COMPARE, BATCH, NOP) carrying a PASID
 //!   and virtual addresses, translated through ATS with page faults resolved through PRI
 //!   (block-on-fault) or reported (report-fault), completion records written through
@@ -111,7 +112,7 @@ impl Accel {
     /// the plain engine, one engine per work queue and the drainer.
     pub fn new(bus: Bus, caps: CapOffsets, svm: Option<Svm>) -> Self {
         let irqs = bus.irqs.clone();
-        let core = Arc::new(Core::new(bus.clone(), svm, WQ_COUNT));
+        let core = Arc::new(Core::new(bus, svm, WQ_COUNT));
         for index in 0..WQ_COUNT {
             let core = core.clone();
             spawn(format!("accel-wq{index}"), move || wq::run(core, index));
@@ -127,7 +128,7 @@ impl Accel {
             src: 0,
             dst: 0,
             len: 0,
-            engine: Engine::start(bus),
+            engine: Engine::start(core.clone()),
             core,
             drains,
             pasid_sel: 0,
@@ -419,9 +420,10 @@ pub fn endpoint(vendor_id: u16, device_id: u16) -> Result<Endpoint<Accel>, Layou
     Ok(Endpoint::new(layout, bus, accel))
 }
 
-/// Builds a served accel function behind `iommu`, attached as requester `id`: untagged
-/// descriptors address IOVAs, PASID-tagged ones the PASID's address space, all translated
-/// through ATS (an ATC), with page faults resolved through PRI. The IOMMU reaches the device's
+/// Builds a served accel function behind `iommu`, attached as requester `id`: the plain
+/// engine's DMA_SRC/DMA_DST and untagged descriptors address IOVAs (requests without PASID,
+/// translated by the device's default domain), PASID-tagged ones the PASID's address space,
+/// all through ATS (an ATC), with page faults of PASID-tagged requests resolved through PRI. The IOMMU reaches the device's
 /// ATC and PRI through the port given to `attach`; dropping the endpoint detaches it.
 pub fn endpoint_svm(
     vendor_id: u16,
@@ -430,8 +432,9 @@ pub fn endpoint_svm(
     id: DeviceId,
 ) -> Result<Endpoint<Accel>, AccelError> {
     let (layout, caps) = layout(vendor_id, device_id, true)?;
-    let svm = Svm::attach(id, iommu, PRI_CAPACITY)?;
+    // The bus first: the IOMMU walks the device's tables in the function's own DMA map.
     let bus = Bus::new(MSIX_VECTORS.into());
+    let svm = Svm::attach(id, iommu, PRI_CAPACITY, bus.mem.clone())?;
     let accel = Accel::new(bus.clone(), caps, Some(svm));
     Ok(Endpoint::new(layout, bus, accel))
 }

@@ -250,6 +250,10 @@ pub enum DmaError {
     SrcFault = 2,
     /// The destination is not writable guest memory.
     DstFault = 3,
+    /// Behind an IOMMU: the IOMMU refused to translate an IOVA of the source or destination
+    /// (not mapped in the device's default domain, or not allowed). 4 is `BUSY` in the
+    /// README's list, which no job reports.
+    Translation = 5,
 }
 
 impl DmaError {
@@ -262,6 +266,7 @@ impl DmaError {
             0 => DmaError::None,
             1 => DmaError::BadLen,
             2 => DmaError::SrcFault,
+            5 => DmaError::Translation,
             _ => DmaError::DstFault,
         }
     }

@@ -12,12 +12,15 @@ use crate::iommu::{
     Access, DeviceEndpoint, DeviceId, Granularity, HostIommu, IommuError, PageResponse, Pasid,
     TranslateFailure,
 };
+use crate::mem::GuestMemory;
 use crate::pri::Pri;
 
-/// What the IOMMU calls on the device: ATS invalidations go to the ATC, PRG responses to PRI.
+/// What the IOMMU calls on the device: ATS invalidations go to the ATC, PRG responses to PRI;
+/// and what it walks the device's tables in: the function's own DMA map.
 struct Port {
     ats: Arc<Ats>,
     pri: Arc<Pri>,
+    mem: GuestMemory,
 }
 
 impl DeviceEndpoint for Port {
@@ -27,6 +30,10 @@ impl DeviceEndpoint for Port {
 
     fn page_response(&self, resp: PageResponse) {
         self.pri.response(resp);
+    }
+
+    fn dma_memory(&self) -> Option<GuestMemory> {
+        Some(self.mem.clone())
     }
 }
 
@@ -50,17 +57,20 @@ impl std::fmt::Debug for Svm {
 
 impl Svm {
     /// Attaches `device` to `iommu` with an ATS engine (translated requests through an ATC)
-    /// and a PRI engine of `pri_capacity` outstanding requests.
+    /// and a PRI engine of `pri_capacity` outstanding requests; the IOMMU walks the device's
+    /// tables in `mem`, the function's DMA map.
     pub fn attach(
         device: DeviceId,
         iommu: Arc<dyn HostIommu>,
         pri_capacity: u32,
+        mem: GuestMemory,
     ) -> Result<Self, IommuError> {
         let ats = Arc::new(Ats::new(device, iommu.clone(), AtsMode::Translated));
         let pri = Arc::new(Pri::new(device, iommu.clone(), pri_capacity));
         let port = Arc::new(Port {
             ats: ats.clone(),
             pri: pri.clone(),
+            mem,
         });
         iommu.attach(device, port)?;
         Ok(Svm {

@@ -18,7 +18,9 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use vsvm::devices::accel::completion::CompletionRecord;
 use vsvm::devices::accel::descriptor::{Descriptor, DESCRIPTOR_SIZE};
-use vsvm::devices::accel::regs::{offset, wq_offset, ErrCtl, PasidCtl, Swerr, WqCtrl, WqStatus};
+use vsvm::devices::accel::regs::{
+    offset, wq_offset, DmaCmd, DmaState, DmaStatus, ErrCtl, PasidCtl, Swerr, WqCtrl, WqStatus,
+};
 use vsvm::devices::accel::svm::Svm;
 use vsvm::devices::accel::{Accel, MSIX_VECTORS};
 use vsvm::endpoint::{Endpoint, CONFIG_REGION, MSIX_IRQ_INDEX};
@@ -216,6 +218,24 @@ impl AccelDriver {
         let mut b = [0; 8];
         self.ep.region_read(0, at, &mut b).unwrap();
         u64::from_le_bytes(b)
+    }
+
+    /// Runs a plain-engine job (DMA_SRC, DMA_DST, DMA_LEN, DMA_CMD START) and waits until
+    /// it left busy; returns DMA_STATUS.
+    pub fn plain_copy(&mut self, src: u64, dst: u64, len: u32) -> DmaStatus {
+        self.write64(offset::DMA_SRC, src);
+        self.write64(offset::DMA_DST, dst);
+        self.write32(offset::DMA_LEN, len);
+        self.write32(offset::DMA_CMD, DmaCmd::new().with_start(true).into_bits());
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let status = DmaStatus::from_bits(self.read32(offset::DMA_STATUS));
+            if status.state() != DmaState::Busy {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "plain job still busy");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// BAR0 offset of register `reg` of queue `wq`.

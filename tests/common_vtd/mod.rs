@@ -8,6 +8,7 @@
 //! than taken from the model, so a wrong bit position in the model cannot hide itself.
 #![allow(dead_code)]
 
+pub mod dma_domain;
 pub mod driver;
 pub mod process;
 #[path = "../common/ram.rs"]
