@@ -226,12 +226,13 @@ static int vsvm_copy(struct vsvm_accel *a, struct vsvm_accel_copy __user *uarg)
 	struct vsvm_accel_copy c;
 	bool use_irq;
 	u32 status, irqs_before;
+	dma_addr_t dst;
 	u64 start;
 	int ret;
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
-	if (c.len > VSVM_ACCEL_MAX_LEN || (c.flags & ~VSVM_ACCEL_COPY_USE_IRQ))
+	if (c.len > VSVM_ACCEL_MAX_LEN || (c.flags & ~VSVM_ACCEL_COPY_FLAGS))
 		return -EINVAL;
 	use_irq = c.flags & VSVM_ACCEL_COPY_USE_IRQ;
 
@@ -249,8 +250,9 @@ static int vsvm_copy(struct vsvm_accel *a, struct vsvm_accel_copy __user *uarg)
 
 	writel(lower_32_bits(a->src_dma), a->regs + REG_DMA_SRC);
 	writel(upper_32_bits(a->src_dma), a->regs + REG_DMA_SRC + 4);
-	writel(lower_32_bits(a->dst_dma), a->regs + REG_DMA_DST);
-	writel(upper_32_bits(a->dst_dma), a->regs + REG_DMA_DST + 4);
+	dst = (c.flags & VSVM_ACCEL_COPY_UNMAPPED_DST) ? VSVM_ACCEL_UNMAPPED_IOVA : a->dst_dma;
+	writel(lower_32_bits(dst), a->regs + REG_DMA_DST);
+	writel(upper_32_bits(dst), a->regs + REG_DMA_DST + 4);
 	writel(c.len, a->regs + REG_DMA_LEN);
 	start = ktime_get_ns();
 	/* writel orders the buffer stores above before the doorbell. */

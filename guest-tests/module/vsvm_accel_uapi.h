@@ -25,6 +25,7 @@
 #define VSVM_ACCEL_ERR_SRC_FAULT 2
 #define VSVM_ACCEL_ERR_DST_FAULT 3
 #define VSVM_ACCEL_ERR_BUSY	4
+#define VSVM_ACCEL_ERR_TRANSLATION 5	/* the IOMMU refused a translation */
 
 struct vsvm_accel_info {
 	__u32 id;		/* ID register: 0x56535641 */
@@ -37,6 +38,14 @@ struct vsvm_accel_info {
 
 /* vsvm_accel_copy.flags */
 #define VSVM_ACCEL_COPY_USE_IRQ	(1u << 0)	/* wait for vector 0 instead of polling */
+/*
+ * Give the device VSVM_ACCEL_UNMAPPED_IOVA as the destination instead of the
+ * driver's buffer: an address the DMA API never handed out, so behind an IOMMU
+ * the write must fault (and without one it lies outside guest RAM).
+ */
+#define VSVM_ACCEL_COPY_UNMAPPED_DST	(1u << 1)
+#define VSVM_ACCEL_COPY_FLAGS	(VSVM_ACCEL_COPY_USE_IRQ | VSVM_ACCEL_COPY_UNMAPPED_DST)
+#define VSVM_ACCEL_UNMAPPED_IOVA	0x700000000000ull
 
 /*
  * One copy job: the driver bounces user_src through a DMA buffer, lets the

@@ -4,12 +4,16 @@
  * guest kernel module (/dev/vsvm-accel) and check the results.
  *
  *   accel-copy [--len N] [--irq] [--iters K] [--seed S] [--bad-len]
+ *              [--unmapped-dst [--iommu]]
  *
  * Each job copies N bytes (default 4096, at most 1 MiB) of a seeded pattern;
  * the destination must equal the source and DMA_STATUS must say done. With
  * --irq the driver waits for MSI-X vector 0, and the driver's interrupt count
  * must grow by exactly one per job (without --irq it must not grow at all).
  * --bad-len sends len 0 instead, which the device must reject with BAD_LEN.
+ * --unmapped-dst aims the copy at an IOVA the DMA API never mapped: behind an
+ * IOMMU (--iommu) the device must end it with TRANSLATION, without one with
+ * DST_FAULT (the address is not guest RAM).
  *
  * Last line: "accel-copy: ... OK", or "accel-copy: FAIL: <why>" and exit 1.
  */
@@ -45,7 +49,8 @@ static void fail(const char *fmt, ...)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: accel-copy [--len N] [--irq] [--iters K] [--seed S] [--bad-len]\n");
+	fprintf(stderr, "usage: accel-copy [--len N] [--irq] [--iters K] [--seed S] [--bad-len]\n"
+			"                  [--unmapped-dst [--iommu]]\n");
 	exit(2);
 }
 
@@ -81,11 +86,13 @@ int main(int argc, char **argv)
 		{ "iters", required_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "bad-len", no_argument, NULL, 'b' },
+		{ "unmapped-dst", no_argument, NULL, 'u' },
+		{ "iommu", no_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long len = 4096, iters = 1, seed = 1;
-	int use_irq = 0, bad_len = 0, c;
+	int use_irq = 0, bad_len = 0, unmapped = 0, iommu = 0, c;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -94,6 +101,8 @@ int main(int argc, char **argv)
 		case 'k': iters = parse_num(optarg, "iteration count"); break;
 		case 's': seed = parse_num(optarg, "seed"); break;
 		case 'b': bad_len = 1; break;
+		case 'u': unmapped = 1; break;
+		case 'm': iommu = 1; break;
 		default: usage();
 		}
 	}
@@ -101,6 +110,10 @@ int main(int argc, char **argv)
 		usage();
 	if (bad_len)
 		len = 0;
+	if (bad_len && unmapped)
+		usage();
+	/* What an unmapped destination must end in. */
+	uint32_t want_err = iommu ? VSVM_ACCEL_ERR_TRANSLATION : VSVM_ACCEL_ERR_DST_FAULT;
 
 	int fd = open(VSVM_ACCEL_DEV, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
@@ -127,7 +140,8 @@ int main(int argc, char **argv)
 		job.user_src = (uintptr_t)src;
 		job.user_dst = (uintptr_t)dst;
 		job.len = (uint32_t)len;
-		job.flags = use_irq ? VSVM_ACCEL_COPY_USE_IRQ : 0;
+		job.flags = (use_irq ? VSVM_ACCEL_COPY_USE_IRQ : 0) |
+			    (unmapped ? VSVM_ACCEL_COPY_UNMAPPED_DST : 0);
 		if (ioctl(fd, VSVM_ACCEL_IOC_COPY, &job) < 0)
 			fail("job %lu: VSVM_ACCEL_IOC_COPY: %s", k, strerror(errno));
 
@@ -138,6 +152,11 @@ int main(int argc, char **argv)
 			    VSVM_ACCEL_ST_ERR(st) != VSVM_ACCEL_ERR_BAD_LEN)
 				fail("job %lu: len 0 gave status %#x, want error BAD_LEN (%#x)", k, st,
 				     VSVM_ACCEL_ERR_BAD_LEN << 8 | VSVM_ACCEL_ST_ERROR);
+		} else if (unmapped) {
+			if (VSVM_ACCEL_ST_STATE(st) != VSVM_ACCEL_ST_ERROR ||
+			    VSVM_ACCEL_ST_ERR(st) != want_err)
+				fail("job %lu: unmapped destination gave status %#x, want error %u",
+				     k, st, want_err);
 		} else {
 			if (VSVM_ACCEL_ST_STATE(st) != VSVM_ACCEL_ST_DONE)
 				fail("job %lu: status %#x (state %u, error %u), want done", k, st,
@@ -168,6 +187,9 @@ int main(int argc, char **argv)
 	if (bad_len)
 		printf("accel-copy: len 0 rejected with BAD_LEN (status %#x) in %lu jobs, irq=%s, OK\n",
 		       last_status, iters, use_irq ? "yes" : "no");
+	else if (unmapped)
+		printf("accel-copy: unmapped destination %#llx refused with %s (status %#x) in %lu jobs, OK\n",
+		       VSVM_ACCEL_UNMAPPED_IOVA, iommu ? "TRANSLATION" : "DST_FAULT", last_status, iters);
 	else
 		printf("accel-copy: copied %lu bytes in %lu jobs, irq=%s, OK\n",
 		       len * iters, iters, use_irq ? "yes" : "no");

@@ -7,9 +7,13 @@
  * operations must do (so a failed operation must leave memory untouched),
  * every completion record, SWERR, and the completion and error interrupts.
  *
- *   accel-wq [--seed S] [--quick]
+ *   accel-wq [--seed S] [--quick] [--iommu] [--pasid-enabled]
  *
  * --quick runs only the first cases (the device and one MEMMOVE).
+ * --iommu: the device sits behind an IOMMU (ours), so it reports SVM; with
+ * --pasid-enabled the kernel also enabled its PASID capability, so a
+ * descriptor tagged with a PASID that PASID_CTL never enabled is
+ * PASID_DISABLED rather than BAD_PASID (devices/accel/README.md).
  * Prints one line per case, "wq <case>: ... OK" or "wq <case>: FAIL: <why>",
  * then "accel-wq: N cases, M failed: PASS|FAIL"; exits 1 if a case failed.
  */
@@ -36,6 +40,8 @@
 #define PATTERN		0x0123456789abcdefull
 
 static int fd;
+/* What the device's surroundings make it report (see --iommu). */
+static int behind_iommu, pasid_enabled;
 static uint64_t seed = 1;
 static const char *case_name;
 static int cases, failed;
@@ -270,9 +276,13 @@ static void case_device(void)
 	      strerror(errno));
 	CHECK(in.cap & VSVM_ACCEL_CAP_WQ, "CAP %#x lacks WQ", in.cap);
 	CHECK(VSVM_ACCEL_CAP_WQ_COUNT(in.cap) >= 1, "CAP %#x: no work queue", in.cap);
-	CHECK(!(in.cap & VSVM_ACCEL_CAP_SVM), "CAP %#x has SVM without an IOMMU", in.cap);
-	case_ok("version %u.%u, cap %#x (%u work queues, no SVM):", in.version >> 16,
-		in.version & 0xffff, in.cap, VSVM_ACCEL_CAP_WQ_COUNT(in.cap));
+	if (behind_iommu)
+		CHECK(in.cap & VSVM_ACCEL_CAP_SVM, "CAP %#x lacks SVM behind an IOMMU", in.cap);
+	else
+		CHECK(!(in.cap & VSVM_ACCEL_CAP_SVM), "CAP %#x has SVM without an IOMMU", in.cap);
+	case_ok("version %u.%u, cap %#x (%u work queues, %s):", in.version >> 16,
+		in.version & 0xffff, in.cap, VSVM_ACCEL_CAP_WQ_COUNT(in.cap),
+		behind_iommu ? "SVM behind the IOMMU" : "no SVM");
 }
 
 static void case_memmove(const char *name, uint32_t len)
@@ -651,10 +661,14 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
 			seed = strtoull(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--iommu")) {
+			behind_iommu = 1;
+		} else if (!strcmp(argv[i], "--pasid-enabled")) {
+			pasid_enabled = 1;
 		} else if (!strcmp(argv[i], "--quick")) {
 			quick = 1;
 		} else {
-			fprintf(stderr, "usage: accel-wq [--seed S] [--quick]\n");
+			fprintf(stderr, "usage: accel-wq [--seed S] [--quick] [--iommu] [--pasid-enabled]\n");
 			return 2;
 		}
 	}
@@ -702,7 +716,7 @@ int main(int argc, char **argv)
 		   VSVM_WQ_ST_BAD_COMPLETION_ADDR, 1);
 	case_swerr("PASID-tagged descriptor",
 		   mk(VSVM_WQ_OPC_MEMMOVE, 4 * KiB, 0, 8 * KiB, VSVM_WQ_OP_PASID),
-		   VSVM_WQ_ST_BAD_PASID, 1);
+		   pasid_enabled ? VSVM_WQ_ST_PASID_DISABLED : VSVM_WQ_ST_BAD_PASID, 1);
 	case_swerr_overflow();
 	case_bad_doorbell();
 	case_restart();
