@@ -364,7 +364,14 @@ fn start_server(socket: &Path, config: Config) -> Child {
 
 fn start_guest(socket: &Path, idle: u64, pin: bool) -> Child {
     let extra = format!("quiet vsvm.idle={}", if idle > 0 { idle + 2 } else { 0 });
-    let command = qemu::guest_command(socket, "latency", &extra, qemu::Memory::MemfdShared);
+    let kernel = qemu::Kernel::default_kernel();
+    let command = qemu::guest_command(
+        &kernel,
+        socket,
+        "latency",
+        &extra,
+        qemu::Memory::MemfdShared,
+    );
     pinned_to(command, pin, 0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Helpers that populate the guest initramfs staging tree.  Python 3 stdlib only.
 
-  guestroot.py modules --kroot DIR --kver VER --stage DIR MOD...
-      Resolve MOD... and their dependencies (the depends= and softdep= entries
-      of each module's .modinfo ELF section) inside DIR/usr/lib/modules/VER,
-      write them *decompressed* (.ko) to STAGE/usr/lib/modules/VER/<same path>,
-      write a matching modules.dep (so busybox modprobe works too), copy
-      modules.builtin/modules.order, and write STAGE/usr/lib/modules/load-order:
-      one absolute guest path per line, dependencies first.
+  guestroot.py modules --kroot DIR --kver VER --stage DIR [--also MOD]... MOD...
+      Resolve MOD... (and --also MODs, skipped when the kernel lacks them) and their
+      dependencies (the depends= and softdep= entries of each module's .modinfo ELF
+      section) inside DIR/usr/lib/modules/VER, write them *decompressed* (.ko) to
+      STAGE/usr/lib/modules/VER/<same path>, write a matching modules.dep (so busybox
+      modprobe works too), copy modules.builtin/modules.order, and write
+      STAGE/usr/lib/modules/load-order: one absolute guest path per line, dependencies
+      first, for MOD... and their dependencies only (--also modules are for modprobe).
       Modules built into the kernel (modules.builtin) are skipped.
 
   guestroot.py elf --root DIR --stage DIR PATH...
@@ -16,7 +17,8 @@
       recursively), searched in DIR's standard library directories.
 
   guestroot.py config --kroot DIR --kver VER SYMBOL...
-      Print SYMBOL=value lines from DIR/boot/config-VER ("is-not-set" / "absent").
+      Print SYMBOL=value lines ("is-not-set" / "absent") from DIR/boot/config-VER, or from
+      DIR/usr/lib/modules/VER/config where the kernel is packaged that way (Debian 7.x).
 """
 
 import argparse
@@ -180,6 +182,11 @@ def cmd_modules(a):
 
     for m in a.modules:
         visit(m, True, [])
+    autoload = list(order)
+    for m in a.also:
+        if norm(m) not in index and norm(m) not in builtin:
+            print(f"  {norm(m)}: not in this kernel", file=sys.stderr)
+        visit(m, False, [])
 
     outdir = os.path.join(a.stage, "usr/lib/modules", a.kver)
     os.makedirs(outdir, exist_ok=True)
@@ -213,7 +220,7 @@ def cmd_modules(a):
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(outdir, extra))
     with open(os.path.join(a.stage, "usr/lib/modules/load-order"), "w") as f:
-        for name in order:
+        for name in autoload:
             f.write(f"/lib/modules/{a.kver}/{plain[name]}\n")
     for name in order:
         print(f"  {name}: {plain[name]}", file=sys.stderr)
@@ -285,6 +292,8 @@ def cmd_elf(a):
 
 def cmd_config(a):
     cfg = os.path.join(a.kroot, "boot", f"config-{a.kver}")
+    if not os.path.exists(cfg):
+        cfg = os.path.join(a.kroot, "usr/lib/modules", a.kver, "config")
     vals = {}
     with open(cfg) as f:
         for line in f:
@@ -306,7 +315,8 @@ def main():
     m.add_argument("--kroot", required=True)
     m.add_argument("--kver", required=True)
     m.add_argument("--stage", required=True)
-    m.add_argument("modules", nargs="+")
+    m.add_argument("--also", action="append", default=[])
+    m.add_argument("modules", nargs="*")
     e = sub.add_parser("elf")
     e.add_argument("--root", required=True)
     e.add_argument("--stage", required=True)

@@ -1,210 +1,256 @@
-//! Real-guest tests: stock QEMU 11 under TCG boots a stock Debian kernel with the vsvm server
-//! attached over vfio-user, runs one script from guest-tests/guest/tests/, and reports its
-//! exit code on the console. Needs `scripts/setup` (the README's test command runs it).
+//! Real-guest tests: stock QEMU 11 under TCG boots each stock Debian kernel `scripts/setup`
+//! prepared (6.12 of bookworm-backports, the newest of trixie-backports) with the vsvm server
+//! attached over vfio-user, runs scripts from guest-tests/guest/tests/ and checks what they
+//! report. Needs `scripts/setup` (the README's test command runs it).
+//!
+//! A runner of its own (`harness = false`): every check in checks.rs runs on every kernel as
+//! `guest_<kernel>_<check>` (e.g. `guest_k7_3_accel_work_queues`), and the checks that share a
+//! RAM backing share one boot per kernel, so each kernel boots three times (memfd RAM, a second
+//! QEMU against the same server, anonymous RAM) instead of once per check. It takes libtest's
+//! filters (`cargo test --test guest -- k7_3`, `--exact`, `--skip`, `--list`), prints a line
+//! per boot and per check with seconds, and exits non-zero if any check failed on any kernel.
 
+mod args;
+mod checks;
 mod guest;
 mod qemu;
 
-use std::time::Duration;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Instant;
 
-use guest::{Boot, Memory, Server};
-use vsvm::devices::remap_unit::calibration::calibrate;
+use args::Args;
+use checks::{Check, Evidence, CHECKS, SECOND_BOOT_SCRIPT};
+use guest::{Boot, Run, Server};
+use qemu::{Kernel, Memory};
 
-#[test]
-fn guest_accel_plain_with_memfd_ram() {
-    let server = Server::start("memfd");
-    let run = server.boot(&Boot {
-        test: "accel-plain",
-        memory: Memory::MemfdShared,
-        append: "",
-    });
-    run.assert_passed();
-    assert!(
-        run.console.contains("irq=yes, OK"),
-        "no interrupt-driven job completed"
-    );
-    let log = server.stop();
-    assert!(
-        log.contains("mapped with fd"),
-        "guest RAM never came with an fd:\n{log}"
-    );
+/// One check on one kernel.
+struct Test<'a> {
+    name: String,
+    kernel: &'a Kernel,
+    check: &'a Check,
 }
 
-#[test]
-fn guest_accel_plain_without_fd_uses_dma_messages() {
-    let server = Server::start("nofd");
-    let run = server.boot(&Boot {
-        test: "accel-plain",
-        memory: Memory::Anonymous,
-        append: "",
-    });
-    run.assert_passed();
-    let log = server.stop();
-    assert!(
-        !log.contains("mapped with fd"),
-        "anonymous RAM should come without fds:\n{log}"
-    );
-    assert!(
-        log.contains("DMA_READ") && log.contains("DMA_WRITE"),
-        "DMA messages not used:\n{log}"
-    );
+/// How a test ended: `Err` holds the failure message.
+type Outcome = Result<(), String>;
+
+/// The last panic's message and location (set by the hook, read where the unwind is caught).
+static LAST_PANIC: Mutex<String> = Mutex::new(String::new());
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
-#[test]
-fn guest_server_accepts_the_next_client_after_qemu_exits() {
-    let server = Server::start("reconnect");
-    for round in 0..2 {
-        let run = server.boot(&Boot {
-            test: "smoke-accel",
-            memory: Memory::MemfdShared,
+fn main() {
+    let args = Args::parse(std::env::args().skip(1));
+    let kernels = match Kernel::all() {
+        Ok(kernels) => kernels,
+        Err(e) if args.list => return eprintln!("guest runner: no tests to list: {e}"),
+        Err(e) => {
+            say(&format!("guest runner: FAILED: {e}"));
+            std::process::exit(101);
+        }
+    };
+    let tests: Vec<Test> = kernels
+        .iter()
+        .flat_map(|kernel| CHECKS.iter().map(move |check| (kernel, check)))
+        .map(|(kernel, check)| Test {
+            name: format!("guest_{}_{}", kernel.name(), check.name),
+            kernel,
+            check,
+        })
+        .filter(|t| args.selects(&t.name))
+        .collect();
+    if args.list {
+        tests.iter().for_each(|t| say(&format!("{}: test", t.name)));
+        return;
+    }
+    panic::set_hook(Box::new(|info| {
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = info.to_string();
+    }));
+
+    say(&format!("\nrunning {} guest tests", tests.len()));
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for kernel in &kernels {
+        for memory in [Memory::MemfdShared, Memory::Anonymous] {
+            let group: Vec<&Test> = tests
+                .iter()
+                .filter(|t| t.kernel.tag == kernel.tag && t.check.memory == memory)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            for (test, outcome) in run_group(kernel, memory, &group, args.show_output) {
+                if let Err(message) = outcome {
+                    failures.push((test.name.clone(), message));
+                }
+            }
+        }
+    }
+
+    let passed = tests.len() - failures.len();
+    if !failures.is_empty() {
+        say("\nfailures:");
+        for (name, message) in &failures {
+            say(&format!("\n---- {name} ----\n{message}"));
+        }
+        say("\nfailures:");
+        failures
+            .iter()
+            .for_each(|(name, _)| say(&format!("    {name}")));
+    }
+    say(&format!(
+        "\ntest result: {}. {passed} passed; {} failed; finished in {:.1}s\n",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    if !failures.is_empty() {
+        std::process::exit(101);
+    }
+}
+
+/// Boots `kernel` once with the scripts of every test in `group` (all with RAM `memory`), a
+/// second time if one of them asks for it, and runs each test's assertions on what happened.
+fn run_group<'a>(
+    kernel: &Kernel,
+    memory: Memory,
+    group: &[&'a Test<'a>],
+    show_output: bool,
+) -> Vec<(&'a Test<'a>, Outcome)> {
+    let ram = match memory {
+        Memory::MemfdShared => "memfd",
+        Memory::Anonymous => "anon",
+    };
+    let label = format!("{}-{ram}", kernel.name());
+    let boots = panic::catch_unwind(AssertUnwindSafe(|| {
+        boot_group(kernel, memory, group, &label, show_output)
+    }));
+    let (runs, server_log) = match boots {
+        Ok(boots) => boots,
+        Err(_) => {
+            let message =
+                std::mem::take(&mut *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()));
+            say(&format!("boot {label}: FAILED: {message}"));
+            return group
+                .iter()
+                .map(|t| {
+                    say(&format!("test {} ... FAILED (boot {label})", t.name));
+                    (*t, Err(format!("boot {label} failed: {message}")))
+                })
+                .collect();
+        }
+    };
+    let evidence = Evidence {
+        first: &runs[0],
+        second: runs.get(1),
+        server_log: &server_log,
+    };
+    group
+        .iter()
+        .map(|t| {
+            let outcome =
+                panic::catch_unwind(|| (t.check.verify)(&evidence)).unwrap_or_else(|_| {
+                    Err(std::mem::take(
+                        &mut *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()),
+                    ))
+                });
+            let in_guest: f64 = t
+                .check
+                .scripts
+                .iter()
+                .filter_map(|s| runs[0].report(s).seconds)
+                .sum();
+            let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
+            let second = match runs.get(1) {
+                Some(run) if t.check.second_boot => {
+                    format!(", then a second boot of {:.1} s", run.seconds)
+                }
+                _ => String::new(),
+            };
+            say(&format!(
+                "test {} ... {verdict} ({in_guest:.1} s in the guest{second})",
+                t.name
+            ));
+            (*t, outcome)
+        })
+        .collect()
+}
+
+/// The boots of one group against one server: the shared boot and, if asked for, a second QEMU.
+/// Returns their runs and the server's log (the server must exit 0 on SIGTERM).
+fn boot_group(
+    kernel: &Kernel,
+    memory: Memory,
+    group: &[&Test],
+    label: &str,
+    show_output: bool,
+) -> (Vec<Run>, String) {
+    // the scripts in CHECKS order (group is in that order), each once
+    let mut scripts: Vec<&str> = Vec::new();
+    for s in group.iter().flat_map(|t| t.check.scripts) {
+        if !scripts.contains(s) {
+            scripts.push(s);
+        }
+    }
+    let appends: Vec<&str> = group
+        .iter()
+        .map(|t| t.check.append)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let append = appends.join(" ");
+    let mut server = Server::start(label);
+    let mut runs = vec![server.boot(&Boot {
+        kernel,
+        tests: &scripts,
+        memory,
+        append: &append,
+    })];
+    report_boot(label, kernel, &scripts, &runs[0], show_output);
+    if group.iter().any(|t| t.check.second_boot) {
+        let second = server.boot(&Boot {
+            kernel,
+            tests: &[SECOND_BOOT_SCRIPT],
+            memory,
             append: "",
         });
-        assert!(run.passed(), "round {round}:\n{}", run.console);
-    }
-    let log = server.stop();
-    assert_eq!(log.matches("client connected").count(), 2, "{log}");
-}
-
-#[test]
-fn guest_latency_probe_times_every_operation() {
-    let server = Server::start("latency");
-    let append = "vsvm.reads=200 vsvm.writes=500 vsvm.irqs=100 vsvm.mixed=100 vsvm.idle=0";
-    let run = server.boot(&Boot {
-        test: "latency",
-        memory: Memory::MemfdShared,
-        append,
-    });
-    run.assert_passed();
-    for op in ["read", "write", "irq", "mixed"] {
-        let line = run
-            .console
-            .lines()
-            .find(|l| l.contains(&format!("BENCH op={op} ")))
-            .unwrap_or_else(|| panic!("no {op} line:\n{}", run.console));
-        let median: u64 = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("median_ns="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(median > 0 && median < 1_000_000_000, "{line}");
-    }
-    server.stop();
-}
-
-/// The lines `accel-wq` prints for its cases ("wq <case>: ... OK"); the harness asserts each.
-const WQ_CASES: &[&str] = &[
-    "wq device: ",
-    "wq memmove 64 KiB: ",
-    "wq memmove 1 MiB (MAX_XFER): ",
-    "wq memmove overlapping 64 KiB: copied backward: OK",
-    "wq fill 10000 bytes: ",
-    "wq compare: equal: result 0; different: result 1",
-    "wq nop: OK",
-    "wq batch of 4: ",
-    "wq batch with a bad member: batch status 0x04, member status 0x10, error irq: OK",
-    "wq nested batch: inner status 0x14: OK",
-    "wq empty batch: status 0x13: OK",
-    "wq 60 descriptors, one doorbell: ",
-    "wq 60 descriptors, a doorbell each: ",
-    "wq soak: 100 runs, ",
-    "wq bad opcode: status 0x10 (BAD_OPCODE), error irq: OK",
-    "wq memmove length 0: status 0x12 (BAD_SIZE), error irq: OK",
-    "wq memmove above MAX_XFER: status 0x12 (BAD_SIZE), error irq: OK",
-    "wq reserved control bit: status 0x11 (BAD_FLAGS), error irq: OK",
-    "wq privileged without PASID: status 0x1b (BAD_PRIVILEGE), error irq: OK",
-    "wq bad opcode without record: ",
-    "wq misaligned completion record: ",
-    "wq PASID-tagged descriptor: ",
-    "wq two software errors: first kept",
-    "wq doorbell beyond the ring: ",
-    "wq queue disabled and enabled again: ring restarted at slot 0: OK",
-    "wq memmove 64 KiB after the errors: ",
-];
-
-fn assert_work_queue_run(run: &guest::Run) {
-    run.assert_passed();
-    for case in WQ_CASES {
-        let line = run
-            .console
-            .lines()
-            .find(|l| l.starts_with(case))
-            .unwrap_or_else(|| panic!("no line {case:?}:\n{}", run.console));
-        assert!(line.trim_end().ends_with("OK"), "{line}\n{}", run.console);
-    }
-    for needle in [
-        "code 0x17 (BAD_COMPLETION_ADDR)",
-        "code 0x15 (BAD_PASID)",
-        "(ring wrapped)",
-        "code 0x1a (BAD_TAIL)",
-        "accel-wq: 26 cases, 0 failed: PASS",
-        "accel-wq: ok: accel-wq --quick after rebinding",
-        "accel-wq: PASS",
-    ] {
-        assert!(
-            run.console.contains(needle),
-            "no {needle:?}:\n{}",
-            run.console
+        report_boot(
+            &format!("{label} (second QEMU)"),
+            kernel,
+            &[SECOND_BOOT_SCRIPT],
+            &second,
+            show_output,
         );
+        runs.push(second);
     }
+    (runs, server.stop())
 }
 
-/// Work queue 0 in plain mode (no IOMMU) driven by the guest driver: every operation, bad
-/// descriptors, SWERR, both MSI-X vectors, ring wrap, a random soak and a driver rebind.
-#[test]
-fn guest_accel_work_queues() {
-    let server = Server::start("wq");
-    let run = server.boot(&Boot {
-        test: "accel-wq",
-        memory: Memory::MemfdShared,
-        append: "",
-    });
-    assert_work_queue_run(&run);
-    server.stop();
-}
-
-/// The same with anonymous guest RAM: rings, records and data reached through DMA messages.
-#[test]
-fn guest_accel_work_queues_without_fd_use_dma_messages() {
-    let server = Server::start("wq-nofd");
-    let run = server.boot(&Boot {
-        test: "accel-wq",
-        memory: Memory::Anonymous,
-        append: "",
-    });
-    assert_work_queue_run(&run);
-    let log = server.stop();
-    assert!(
-        log.contains("DMA_READ") && log.contains("DMA_WRITE"),
-        "DMA messages not used:\n{log}"
-    );
-}
-
-/// The calibration boot: firmware alone (no kernel) places the remap unit's BAR0 in a topology
-/// of remap unit at 03.0 and accelerator at 04.0, the same way twice.
-#[test]
-fn guest_remap_unit_calibration_boot_places_bar0() {
-    const WINDOW: u64 = 0x4000;
-    let server = Server::start("calibrate");
-    let remap = server.dir().join("remap.sock");
-    let mut places = Vec::new();
-    for _ in 0..2 {
-        let mut qemu = qemu::firmware_command();
-        qemu.arg("-device")
-            .arg(qemu::vfio_user_device_at(&remap, "03.0"))
-            .arg("-device")
-            .arg(qemu::vfio_user_device_at(server.socket(), "04.0"));
-        let c = calibrate(&mut qemu, &remap, WINDOW, Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("calibration boot failed: {e}"));
-        eprintln!(
-            "calibration boot: BAR0 at 0x{:x} after {:?}",
-            c.drhd_base, c.elapsed
-        );
-        places.push(c.drhd_base);
+fn report_boot(label: &str, kernel: &Kernel, scripts: &[&str], run: &Run, show_output: bool) {
+    if show_output {
+        say(&run.console);
     }
-    assert_eq!(places[0], places[1], "placement is not deterministic");
-    assert_eq!(places[0] % WINDOW, 0, "BAR0 misaligned");
-    // SeaBIOS puts 32-bit BARs below the IOAPIC at 0xfec00000 (ENVIRONMENT.md).
-    assert!((0xe000_0000..0xfec0_0000).contains(&places[0]));
-    server.stop();
+    let init = run
+        .init_seconds()
+        .map_or("never reached /init".to_string(), |s| {
+            format!("/init at {s:.1} s")
+        });
+    let per_script: Vec<String> = scripts
+        .iter()
+        .map(|s| match run.report(s).seconds {
+            Some(secs) => format!("{s} {secs:.1} s"),
+            None => format!("{s} -"),
+        })
+        .collect();
+    say(&format!(
+        "boot {label}: {:.1} s (kernel {}, {init}; {}; console {})",
+        run.seconds,
+        kernel.release,
+        per_script.join(", "),
+        run.console_path.display()
+    ));
 }

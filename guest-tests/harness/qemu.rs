@@ -1,13 +1,14 @@
-//! The QEMU command line of a test guest: stock QEMU 11 from the setup cache under TCG, the
-//! Debian kernel and our initramfs, and the server's socket attached as a vfio-user function.
-//! Shared by the guest tests and `benches/latency.rs`.
+//! The QEMU command line of a test guest: stock QEMU 11 from the setup cache under TCG, one of
+//! the stock Debian kernels `scripts/setup` prepared with its initramfs, and the server's socket
+//! attached as a vfio-user function. Shared by the guest tests and `benches/latency.rs`.
 #![allow(dead_code)] // each user takes what it needs
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// How guest RAM is backed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Memory {
     /// memfd with share=on: every RAM DMA_MAP carries an fd.
     MemfdShared,
@@ -15,7 +16,7 @@ pub enum Memory {
     Anonymous,
 }
 
-/// Where `scripts/setup` put QEMU, the kernel and the initramfs.
+/// Where `scripts/setup` put QEMU, the kernels and their initramfs.
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("VSVM_CACHE") {
         Some(dir) => PathBuf::from(dir),
@@ -31,6 +32,71 @@ pub fn require(path: &Path) -> PathBuf {
         path.display()
     );
     path.to_path_buf()
+}
+
+/// A guest kernel `scripts/setup` prepared: `$CACHE/guest/<tag>/` holds its vmlinuz and an
+/// initramfs with our driver built for it.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// major.minor, e.g. `6.12`.
+    pub tag: String,
+    /// Its `uname -r`.
+    pub release: String,
+    dir: PathBuf,
+}
+
+impl Kernel {
+    /// The kernels listed in `$CACHE/guest/kernels` ("<tag> <release> <package>" lines), the
+    /// default one first.
+    pub fn all() -> Result<Vec<Kernel>, String> {
+        let guest = cache_dir().join("guest");
+        let list = guest.join("kernels");
+        let text = fs::read_to_string(&list).map_err(|e| {
+            format!(
+                "{}: {e}: run scripts/setup first (the README test command does)",
+                list.display()
+            )
+        })?;
+        let kernels: Vec<Kernel> = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (tag, release) = (fields.next()?, fields.next()?);
+                Some(Kernel {
+                    tag: tag.to_string(),
+                    release: release.to_string(),
+                    dir: guest.join(tag),
+                })
+            })
+            .collect();
+        if kernels.is_empty() {
+            return Err(format!("{} lists no kernel", list.display()));
+        }
+        Ok(kernels)
+    }
+
+    /// The default kernel (the first `scripts/setup` lists, 6.12), or a panic saying what is
+    /// missing.
+    pub fn default_kernel() -> Kernel {
+        Kernel::all()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .swap_remove(0)
+    }
+
+    /// `k6_12`: the kernel as test names spell it.
+    pub fn name(&self) -> String {
+        format!("k{}", self.tag.replace(['.', '-'], "_"))
+    }
+
+    /// Its vmlinuz.
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+
+    /// Its initramfs (busybox, the guest scripts and programs, our driver built for it).
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join("initramfs.cpio.gz")
+    }
 }
 
 /// The JSON -device argument (the only form QEMU 11 accepts for vfio-user-pci).
@@ -62,9 +128,16 @@ pub fn firmware_command() -> Command {
     qemu
 }
 
-/// A guest that runs `/guest/tests/<test>` (kernel parameter `vsvm.test`) with `extra` kernel
-/// parameters, the accelerator at 00:04.0 served on `socket`; console on stdout.
-pub fn guest_command(socket: &Path, test: &str, extra: &str, memory: Memory) -> Command {
+/// A guest on `kernel` that runs `/guest/tests/<test>` (kernel parameter `vsvm.test`; several
+/// as `a,b,c`, in one boot) with `extra` kernel parameters, the accelerator at 00:04.0 served
+/// on `socket`; console on stdout.
+pub fn guest_command(
+    kernel: &Kernel,
+    socket: &Path,
+    test: &str,
+    extra: &str,
+    memory: Memory,
+) -> Command {
     let cache = cache_dir();
     let mut qemu = Command::new(require(&cache.join("bin/qemu-system-x86_64")));
     qemu.args([
@@ -85,9 +158,9 @@ pub fn guest_command(socket: &Path, test: &str, extra: &str, memory: Memory) -> 
         "stdio",
     ])
     .arg("-kernel")
-    .arg(require(&cache.join("guest/vmlinuz")))
+    .arg(require(&kernel.vmlinuz()))
     .arg("-initrd")
-    .arg(require(&cache.join("guest/initramfs.cpio.gz")))
+    .arg(require(&kernel.initramfs()))
     .arg("-append")
     .arg(format!(
         "console=ttyS0 intremap=off panic=-1 vsvm.test={test} {extra}"

@@ -15,6 +15,11 @@
  * SVM, so descriptors carry guest-physical addresses and no PASID.
  *
  * Register map: devices/accel/README.md. ioctls: vsvm_accel_uapi.h.
+ *
+ * One source for every guest kernel scripts/setup fetches (Debian 6.12 and
+ * 7.3): it uses only interfaces both have unchanged (misc device, managed PCI,
+ * pci_alloc_irq_vectors, coherent DMA), so it needs no LINUX_VERSION_CODE
+ * conditionals so far; put any in one place here when an interface differs.
  */
 #include <linux/completion.h>
 #include <linux/delay.h>
