@@ -3,7 +3,9 @@
 //! Checks that share a RAM backing share one boot per kernel (main.rs groups them).
 
 use super::guest::{tail, Report, Run};
-use super::qemu::Memory;
+use super::qemu::{Iommu, Memory};
+use super::Setup;
+use vsvm::devices::topology::vtd_config;
 
 /// Everything a check may look at once its boots are done.
 pub struct Evidence<'a> {
@@ -13,6 +15,8 @@ pub struct Evidence<'a> {
     pub second: Option<&'a Run>,
     /// The server's log over all boots of the group.
     pub server_log: &'a str,
+    /// How the boots were set up.
+    pub setup: Setup,
 }
 
 /// One real-guest check, run on every kernel as `guest_<kernel>_<name>`.
@@ -25,73 +29,184 @@ pub struct Check {
     pub scripts: &'static [&'static str],
     /// Extra kernel parameters it needs in that boot.
     pub append: &'static str,
-    /// Whether it needs a second boot against the same server after the first guest exits.
-    pub second_boot: bool,
+    /// Our VT-d in front of the accelerator (checks with the same RAM and IOMMU share a boot).
+    pub iommu: Iommu,
+    /// The guest scribbles on purpose: its boot may hang or die.
+    pub hostile: bool,
+    /// The script of a second boot against the same server after the first guest exits.
+    pub second_boot: Option<&'static str>,
     /// Its assertions.
     pub verify: fn(&Evidence) -> Result<(), String>,
 }
 
-/// The script the second boot runs.
+/// The script the second boot of the reconnect check runs.
 pub const SECOND_BOOT_SCRIPT: &str = "smoke-accel";
+
+impl Check {
+    /// How its boot is set up.
+    pub fn setup(&self) -> Setup {
+        Setup {
+            memory: self.memory,
+            iommu: self.iommu,
+            hostile: self.hostile,
+        }
+    }
+}
+
+/// A check of a plain boot (no IOMMU) with RAM `memory`.
+const fn plain(
+    name: &'static str,
+    memory: Memory,
+    scripts: &'static [&'static str],
+    verify: fn(&Evidence) -> Result<(), String>,
+) -> Check {
+    Check {
+        name,
+        memory,
+        scripts,
+        append: "",
+        iommu: Iommu::Off,
+        hostile: false,
+        second_boot: None,
+        verify,
+    }
+}
+
+/// A check of a boot with our VT-d in `iommu` mode (memfd RAM: the remap unit reads the
+/// guest's tables where the server maps them).
+const fn behind(
+    name: &'static str,
+    iommu: Iommu,
+    scripts: &'static [&'static str],
+    verify: fn(&Evidence) -> Result<(), String>,
+) -> Check {
+    Check {
+        name,
+        memory: Memory::MemfdShared,
+        scripts,
+        append: "",
+        iommu,
+        hostile: false,
+        second_boot: None,
+        verify,
+    }
+}
 
 /// Every check, in the order they are reported. Within a boot the scripts run in this order
 /// too: accel-wq rebinds the driver, so it comes after the scripts that only use it.
 pub const CHECKS: &[Check] = &[
+    plain(
+        "accel_plain_with_memfd_ram",
+        Memory::MemfdShared,
+        &["accel-plain"],
+        accel_plain_with_memfd_ram,
+    ),
+    plain(
+        "accel_plain_without_fd_uses_dma_messages",
+        Memory::Anonymous,
+        &["accel-plain"],
+        accel_plain_without_fd,
+    ),
     Check {
-        name: "accel_plain_with_memfd_ram",
-        memory: Memory::MemfdShared,
-        scripts: &["accel-plain"],
-        append: "",
-        second_boot: false,
-        verify: accel_plain_with_memfd_ram,
-    },
-    Check {
-        name: "accel_plain_without_fd_uses_dma_messages",
-        memory: Memory::Anonymous,
-        scripts: &["accel-plain"],
-        append: "",
-        second_boot: false,
-        verify: accel_plain_without_fd,
-    },
-    Check {
-        name: "latency_probe_times_every_operation",
-        memory: Memory::MemfdShared,
-        scripts: &["latency"],
         append: "vsvm.reads=200 vsvm.writes=500 vsvm.irqs=100 vsvm.mixed=100 vsvm.idle=0",
-        second_boot: false,
-        verify: latency_probe,
+        ..plain(
+            "latency_probe_times_every_operation",
+            Memory::MemfdShared,
+            &["latency"],
+            latency_probe,
+        )
     },
     Check {
-        name: "server_accepts_the_next_client_after_qemu_exits",
-        memory: Memory::MemfdShared,
-        scripts: &[SECOND_BOOT_SCRIPT],
-        append: "",
-        second_boot: true,
-        verify: next_client,
+        second_boot: Some(SECOND_BOOT_SCRIPT),
+        ..plain(
+            "server_accepts_the_next_client_after_qemu_exits",
+            Memory::MemfdShared,
+            &[SECOND_BOOT_SCRIPT],
+            next_client,
+        )
     },
+    plain(
+        "accel_work_queues",
+        Memory::MemfdShared,
+        &["accel-wq"],
+        work_queues,
+    ),
+    plain(
+        "accel_work_queues_without_fd_use_dma_messages",
+        Memory::Anonymous,
+        &["accel-wq"],
+        work_queues_without_fd,
+    ),
+    plain(
+        "stock_vfio_modules_load",
+        Memory::MemfdShared,
+        &["stock-modules"],
+        stock_vfio_modules,
+    ),
+    behind(
+        "iommu_sm_guest_uses_our_vtd",
+        Iommu::Scalable,
+        &["iommu"],
+        guest_uses_our_vtd,
+    ),
+    behind(
+        "iommu_sm_accel_plain",
+        Iommu::Scalable,
+        &["accel-plain"],
+        plain_behind_iommu,
+    ),
+    behind(
+        "iommu_sm_accel_work_queues",
+        Iommu::Scalable,
+        &["accel-wq"],
+        work_queues_behind_iommu,
+    ),
+    behind(
+        "iommu_legacy_guest_uses_our_vtd",
+        Iommu::Legacy,
+        &["iommu"],
+        guest_uses_our_vtd,
+    ),
+    behind(
+        "iommu_legacy_accel_plain",
+        Iommu::Legacy,
+        &["accel-plain"],
+        plain_behind_iommu,
+    ),
+    behind(
+        "iommu_legacy_accel_work_queues",
+        Iommu::Legacy,
+        &["accel-wq"],
+        work_queues_behind_iommu,
+    ),
+    behind(
+        "iommu_pt_guest_uses_our_vtd",
+        Iommu::PassThrough,
+        &["iommu"],
+        guest_uses_our_vtd,
+    ),
+    behind(
+        "iommu_pt_accel_plain",
+        Iommu::PassThrough,
+        &["accel-plain"],
+        plain_behind_iommu,
+    ),
+    behind(
+        "iommu_pt_accel_work_queues",
+        Iommu::PassThrough,
+        &["accel-wq"],
+        work_queues_behind_iommu,
+    ),
     Check {
-        name: "accel_work_queues",
-        memory: Memory::MemfdShared,
-        scripts: &["accel-wq"],
-        append: "",
-        second_boot: false,
-        verify: work_queues,
-    },
-    Check {
-        name: "accel_work_queues_without_fd_use_dma_messages",
-        memory: Memory::Anonymous,
-        scripts: &["accel-wq"],
-        append: "",
-        second_boot: false,
-        verify: work_queues_without_fd,
-    },
-    Check {
-        name: "stock_vfio_modules_load",
-        memory: Memory::MemfdShared,
-        scripts: &["stock-modules"],
-        append: "",
-        second_boot: false,
-        verify: stock_vfio_modules,
+        append: "iomem=relaxed softlockup_panic=1 vsvm.writes=2000",
+        hostile: true,
+        second_boot: Some("iommu"),
+        ..behind(
+            "iommu_server_survives_a_guest_scribbling_its_registers",
+            Iommu::Scalable,
+            &["iommu-scribble"],
+            survives_scribbling,
+        )
     },
 ];
 
@@ -220,6 +335,11 @@ const WQ_CASES: &[&str] = &[
 /// Work queue 0 in plain mode (no IOMMU) driven by the guest driver: every operation, bad
 /// descriptors, SWERR, both MSI-X vectors, ring wrap, a random soak and a driver rebind.
 fn work_queues(e: &Evidence) -> Result<(), String> {
+    work_queues_with(e, "code 0x15 (BAD_PASID)")
+}
+
+/// The same checks, where a PASID-tagged descriptor must end in `pasid_code`.
+fn work_queues_with(e: &Evidence, pasid_code: &str) -> Result<(), String> {
     let wq = passed(e.first, "accel-wq")?;
     for case in WQ_CASES {
         let line = wq
@@ -231,7 +351,7 @@ fn work_queues(e: &Evidence) -> Result<(), String> {
     }
     for needle in [
         "code 0x17 (BAD_COMPLETION_ADDR)",
-        "code 0x15 (BAD_PASID)",
+        pasid_code,
         "(ring wrapped)",
         "code 0x1a (BAD_TAIL)",
         "accel-wq: 26 cases, 0 failed: PASS",
@@ -260,5 +380,125 @@ fn stock_vfio_modules(e: &Evidence) -> Result<(), String> {
             modules.output
         );
     }
+    Ok(())
+}
+
+/// The DMAR lines Linux prints for our unit: the CAP and ECAP our VT-d reports.
+fn our_unit_line() -> String {
+    let config = vtd_config();
+    format!(
+        "ver 1:0 cap {:x} ecap {:x}",
+        config.cap().into_bits(),
+        config.ecap().into_bits()
+    )
+}
+
+/// What the server must have logged as the device's default domain in each mode.
+fn default_domain_evidence(iommu: Iommu) -> Option<&'static str> {
+    match iommu {
+        Iommu::Scalable => Some("default domain FirstStage("),
+        Iommu::Legacy => Some("default domain SecondStage("),
+        Iommu::Off | Iommu::PassThrough => None,
+    }
+}
+
+/// The guest found our VT-d through our DMAR table, initialised it in the mode it was asked
+/// for without complaint, put the accelerator in an IOMMU group, and a DMA to an unmapped IOVA
+/// ended as the device's error and a DMAR fault in the guest's log (the `iommu` script checks
+/// the guest side; here the console and the server's side).
+fn guest_uses_our_vtd(e: &Evidence) -> Result<(), String> {
+    let report = passed(e.first, "iommu")?;
+    let console = &e.first.console;
+    let unit = our_unit_line();
+    ensure!(
+        console.contains(&unit),
+        "the guest did not report our CAP/ECAP ({unit}):\n{}",
+        report.output
+    );
+    ensure!(
+        e.server_log.contains("where the DMAR table says: OK"),
+        "the remap unit's BAR0 was not placed where the DMAR table says:\n{}",
+        tail(e.server_log, 40)
+    );
+    match e.setup.iommu {
+        Iommu::Scalable | Iommu::PassThrough => {
+            ensure!(
+                console.contains("Using Queued invalidation"),
+                "no queued invalidation"
+            );
+            ensure!(
+                e.server_log.contains("page request queue set up"),
+                "the guest did not set up its page request queue:\n{}",
+                tail(e.server_log, 40)
+            );
+        }
+        Iommu::Legacy | Iommu::Off => {}
+    }
+    if e.setup.iommu == Iommu::PassThrough {
+        ensure!(
+            console.contains("Default domain type: Passthrough"),
+            "iommu=pt did not give identity default domains"
+        );
+    }
+    if let Some(domain) = default_domain_evidence(e.setup.iommu) {
+        ensure!(
+            e.server_log.contains(domain),
+            "the server never set a {domain:?}:\n{}",
+            tail(e.server_log, 40)
+        );
+    }
+    Ok(())
+}
+
+/// The plain copy engine's jobs (polled and MSI-X driven) with the guest's IOMMU on.
+fn plain_behind_iommu(e: &Evidence) -> Result<(), String> {
+    accel_plain_with_memfd_ram(e)?;
+    if let Some(domain) = default_domain_evidence(e.setup.iommu) {
+        ensure!(
+            e.server_log.contains(domain),
+            "no translating default domain was set"
+        );
+    }
+    Ok(())
+}
+
+/// Work queue 0 with the guest's IOMMU on: the device reports SVM, and a descriptor tagged with
+/// a PASID nobody enabled is PASID_DISABLED when the kernel enabled the PASID capability.
+fn work_queues_behind_iommu(e: &Evidence) -> Result<(), String> {
+    let wq = passed(e.first, "accel-wq")?;
+    ensure!(
+        wq.output.contains("SVM behind the IOMMU"),
+        "the device did not report SVM behind the IOMMU:\n{}",
+        wq.output
+    );
+    let code = if wq.output.contains("--pasid-enabled") {
+        "code 0x16 (PASID_DISABLED)"
+    } else {
+        "code 0x15 (BAD_PASID)"
+    };
+    work_queues_with(e, code)
+}
+
+/// A guest scribbled random values over our VT-d's registers with translation on; whatever
+/// became of it, the server served the next QEMU, whose guest used the IOMMU normally (the
+/// `iommu` script passed), and exited 0 on SIGTERM (checked when it stopped).
+fn survives_scribbling(e: &Evidence) -> Result<(), String> {
+    let console = &e.first.console;
+    let writes = console
+        .lines()
+        .filter(|l| l.contains("scribble: ") && l.contains(" <- "))
+        .count();
+    ensure!(
+        writes >= 100,
+        "only {writes} register writes were made; console ends:\n{}",
+        e.first.tail(30)
+    );
+    let second = e.second.ok_or("no second boot")?;
+    passed(second, "iommu").map_err(|m| format!("next QEMU after the scribbling: {m}"))?;
+    ensure!(
+        !e.server_log.contains("panicked"),
+        "the server panicked:\n{}",
+        tail(e.server_log, 40)
+    );
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::qemu::{guest_command, Kernel, Memory};
+use super::qemu::{cache_dir, guest_command_with, require, Iommu, Kernel, Memory, RemapUnit};
+use super::qemu::{ACCEL_ADDR, REMAP_ADDR};
 
 /// Time allowed for a boot up to the first test (a healthy one takes ~4 s under TCG)...
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,7 +25,16 @@ pub struct Boot<'a> {
     pub memory: Memory,
     /// Extra kernel command line (e.g. `vsvm.reads=100`: exported to the test scripts).
     pub append: &'a str,
+    /// The guest may hang or die on purpose (a hostile guest): after `HOSTILE_TIMEOUT` it is
+    /// stopped, and its run is returned as it is.
+    pub may_hang: bool,
 }
+
+/// How long a hostile guest may take before it is stopped.
+const HOSTILE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the server may take to listen (the first IOMMU server of a topology runs a
+/// calibration boot first, well under a second).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one boot printed.
 pub struct Run {
@@ -34,6 +44,8 @@ pub struct Run {
     pub console_path: PathBuf,
     /// Wall-clock seconds from starting QEMU to its exit.
     pub seconds: f64,
+    /// Whether the guest powered off by itself (false only for a `may_hang` boot).
+    pub finished: bool,
 }
 
 /// What one guest test reported.
@@ -87,60 +99,104 @@ impl Run {
     }
 }
 
-/// A running `vsvm serve` with one accel function.
+/// A running `vsvm serve`: one accel function, behind a remap unit when the IOMMU is on.
 pub struct Server {
     child: Child,
     socket: PathBuf,
+    remap: Option<RemapUnit>,
     log: PathBuf,
     dir: PathBuf,
     boots: usize,
 }
 
+/// The `vsvm serve` arguments of the accelerator alone, or behind a remap unit.
+fn serve_args(dir: &Path, socket: &Path, remap: Option<&RemapUnit>) -> Vec<std::ffi::OsString> {
+    let arg = |s: String| std::ffi::OsString::from(s);
+    let Some(remap) = remap else {
+        return vec![
+            arg("serve".into()),
+            arg("--device".into()),
+            arg("accel".into()),
+            arg("--socket-path".into()),
+            socket.into(),
+        ];
+    };
+    let qemu = require(&cache_dir().join("bin/qemu-system-x86_64"));
+    vec![
+        arg("serve".into()),
+        arg("--remap-unit".into()),
+        arg(format!(
+            "socket={},addr={REMAP_ADDR}",
+            remap.socket.display()
+        )),
+        arg("--accel".into()),
+        arg(format!("socket={},addr={ACCEL_ADDR}", socket.display())),
+        arg("--dmar".into()),
+        remap.dmar.clone().into(),
+        arg("--qemu".into()),
+        qemu.into(),
+        arg("--calibration-cache".into()),
+        cache_dir().join("calibration").into(),
+        arg("--qemu-args".into()),
+        dir.join("qemu-args").into(),
+    ]
+}
+
 impl Server {
-    /// Starts the server in a fresh work directory named after `name` and waits for its socket.
-    pub fn start(name: &str) -> Server {
+    /// Starts the server in a fresh work directory named after `name` and waits for its
+    /// sockets: the accelerator's, and with `iommu` the remap unit's (and its DMAR table).
+    pub fn start(name: &str, iommu: Iommu) -> Server {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let (socket, log) = (dir.join("accel.sock"), dir.join("vsvm.log"));
+        let remap = (iommu != Iommu::Off).then(|| RemapUnit {
+            socket: dir.join("remap.sock"),
+            dmar: dir.join("dmar.bin"),
+        });
         let child = Command::new(env!("CARGO_BIN_EXE_vsvm"))
-            .args(["serve", "--device", "accel", "--socket-path"])
-            .arg(&socket)
+            .args(serve_args(&dir, &socket, remap.as_ref()))
             .env("RUST_LOG", "vsvm=debug")
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting vsvm");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "vsvm did not create its socket");
-            sleep(Duration::from_millis(20));
-        }
-        Server {
+        let mut server = Server {
             child,
             socket,
+            remap,
             log,
             dir,
             boots: 0,
+        };
+        server.wait_listening();
+        server
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        let mut paths = vec![self.socket.clone()];
+        paths.extend(self.remap.iter().map(|r| r.socket.clone()));
+        while !paths.iter().all(|p| p.exists()) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                panic!(
+                    "vsvm exited with {status} before listening:\n{}",
+                    tail(&log, 30)
+                );
+            }
+            assert!(Instant::now() < deadline, "vsvm did not create its sockets");
+            sleep(Duration::from_millis(20));
         }
-    }
-
-    /// The server's socket.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    /// A directory for this server's files (removed with the target dir).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Boots a guest attached to this server and waits for it to power off.
     pub fn boot(&mut self, boot: &Boot) -> Run {
         self.boots += 1;
         let console_path = self.dir.join(format!("console-{}.log", self.boots));
-        let mut qemu = guest_command(
+        let mut qemu = guest_command_with(
             boot.kernel,
             &self.socket,
+            self.remap.as_ref(),
             &boot.tests.join(","),
             boot.append,
             boot.memory,
@@ -153,7 +209,11 @@ impl Server {
             .stderr(console_file)
             .spawn()
             .expect("starting qemu");
-        let timeout = BOOT_TIMEOUT + TEST_TIMEOUT * boot.tests.len() as u32;
+        let timeout = if boot.may_hang {
+            HOSTILE_TIMEOUT
+        } else {
+            BOOT_TIMEOUT + TEST_TIMEOUT * boot.tests.len() as u32
+        };
         let finished = wait_with_timeout(&mut child, timeout);
         let seconds = started.elapsed().as_secs_f64();
         let console = fs::read_to_string(&console_path).unwrap_or_default();
@@ -161,9 +221,10 @@ impl Server {
             console,
             console_path,
             seconds,
+            finished,
         };
         assert!(
-            finished,
+            finished || boot.may_hang,
             "guest did not power off within {timeout:?}; console ({}) ends:\n{}",
             run.console_path.display(),
             run.tail(40)
@@ -184,6 +245,12 @@ impl Server {
             tail(&log, 40)
         );
         assert!(!self.socket.exists(), "vsvm left its socket behind");
+        if let Some(remap) = &self.remap {
+            assert!(
+                !remap.socket.exists(),
+                "vsvm left the remap unit's socket behind"
+            );
+        }
         log
     }
 }

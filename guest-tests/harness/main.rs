@@ -21,9 +21,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use args::Args;
-use checks::{Check, Evidence, CHECKS, SECOND_BOOT_SCRIPT};
+use checks::{Check, Evidence, CHECKS};
 use guest::{Boot, Run, Server};
-use qemu::{Kernel, Memory};
+use qemu::{Iommu, Kernel, Memory};
 
 /// One check on one kernel.
 struct Test<'a> {
@@ -76,15 +76,15 @@ fn main() {
     let started = Instant::now();
     let mut failures = Vec::new();
     for kernel in &kernels {
-        for memory in [Memory::MemfdShared, Memory::Anonymous] {
+        for setup in GROUPS {
             let group: Vec<&Test> = tests
                 .iter()
-                .filter(|t| t.kernel.tag == kernel.tag && t.check.memory == memory)
+                .filter(|t| t.kernel.tag == kernel.tag && t.check.setup() == *setup)
                 .collect();
             if group.is_empty() {
                 continue;
             }
-            for (test, outcome) in run_group(kernel, memory, &group, args.show_output) {
+            for (test, outcome) in run_group(kernel, *setup, &group, args.show_output) {
                 if let Err(message) = outcome {
                     failures.push((test.name.clone(), message));
                 }
@@ -114,21 +114,72 @@ fn main() {
     }
 }
 
-/// Boots `kernel` once with the scripts of every test in `group` (all with RAM `memory`), a
+/// What a boot is set up with: checks that agree on it share the boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// RAM backing.
+    pub memory: Memory,
+    /// Our VT-d in front of the accelerator, and its mode.
+    pub iommu: Iommu,
+    /// The guest is hostile on purpose: its boot may hang or die.
+    pub hostile: bool,
+}
+
+/// The boots of each kernel, in order.
+const GROUPS: &[Setup] = &[
+    Setup {
+        memory: Memory::MemfdShared,
+        iommu: Iommu::Off,
+        hostile: false,
+    },
+    Setup {
+        memory: Memory::Anonymous,
+        iommu: Iommu::Off,
+        hostile: false,
+    },
+    Setup {
+        memory: Memory::MemfdShared,
+        iommu: Iommu::Scalable,
+        hostile: false,
+    },
+    Setup {
+        memory: Memory::MemfdShared,
+        iommu: Iommu::Legacy,
+        hostile: false,
+    },
+    Setup {
+        memory: Memory::MemfdShared,
+        iommu: Iommu::PassThrough,
+        hostile: false,
+    },
+    Setup {
+        memory: Memory::MemfdShared,
+        iommu: Iommu::Scalable,
+        hostile: true,
+    },
+];
+
+/// Boots `kernel` once with the scripts of every test in `group` (all with one `setup`), a
 /// second time if one of them asks for it, and runs each test's assertions on what happened.
 fn run_group<'a>(
     kernel: &Kernel,
-    memory: Memory,
+    setup: Setup,
     group: &[&'a Test<'a>],
     show_output: bool,
 ) -> Vec<(&'a Test<'a>, Outcome)> {
-    let ram = match memory {
+    let ram = match setup.memory {
         Memory::MemfdShared => "memfd",
         Memory::Anonymous => "anon",
     };
-    let label = format!("{}-{ram}", kernel.name());
+    let mut label = format!("{}-{ram}", kernel.name());
+    if setup.iommu != Iommu::Off {
+        label = format!("{label}-{}", setup.iommu.name());
+    }
+    if setup.hostile {
+        label.push_str("-hostile");
+    }
     let boots = panic::catch_unwind(AssertUnwindSafe(|| {
-        boot_group(kernel, memory, group, &label, show_output)
+        boot_group(kernel, setup, group, &label, show_output)
     }));
     let (runs, server_log) = match boots {
         Ok(boots) => boots,
@@ -149,6 +200,7 @@ fn run_group<'a>(
         first: &runs[0],
         second: runs.get(1),
         server_log: &server_log,
+        setup,
     };
     group
         .iter()
@@ -167,7 +219,7 @@ fn run_group<'a>(
                 .sum();
             let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
             let second = match runs.get(1) {
-                Some(run) if t.check.second_boot => {
+                Some(run) if t.check.second_boot.is_some() => {
                     format!(", then a second boot of {:.1} s", run.seconds)
                 }
                 _ => String::new(),
@@ -185,11 +237,12 @@ fn run_group<'a>(
 /// Returns their runs and the server's log (the server must exit 0 on SIGTERM).
 fn boot_group(
     kernel: &Kernel,
-    memory: Memory,
+    setup: Setup,
     group: &[&Test],
     label: &str,
     show_output: bool,
 ) -> (Vec<Run>, String) {
+    let memory = setup.memory;
     // the scripts in CHECKS order (group is in that order), each once
     let mut scripts: Vec<&str> = Vec::new();
     for s in group.iter().flat_map(|t| t.check.scripts) {
@@ -202,26 +255,28 @@ fn boot_group(
         .map(|t| t.check.append)
         .filter(|a| !a.is_empty())
         .collect();
-    let append = appends.join(" ");
-    let mut server = Server::start(label);
+    let append = [setup.iommu.kernel_args(), &appends.join(" ")].join(" ");
+    let mut server = Server::start(label, setup.iommu);
     let mut runs = vec![server.boot(&Boot {
         kernel,
         tests: &scripts,
         memory,
         append: &append,
+        may_hang: setup.hostile,
     })];
     report_boot(label, kernel, &scripts, &runs[0], show_output);
-    if group.iter().any(|t| t.check.second_boot) {
+    if let Some(script) = group.iter().find_map(|t| t.check.second_boot) {
         let second = server.boot(&Boot {
             kernel,
-            tests: &[SECOND_BOOT_SCRIPT],
+            tests: &[script],
             memory,
-            append: "",
+            append: setup.iommu.kernel_args(),
+            may_hang: false,
         });
         report_boot(
             &format!("{label} (second QEMU)"),
             kernel,
-            &[SECOND_BOOT_SCRIPT],
+            &[script],
             &second,
             show_output,
         );
@@ -246,8 +301,13 @@ fn report_boot(label: &str, kernel: &Kernel, scripts: &[&str], run: &Run, show_o
             None => format!("{s} -"),
         })
         .collect();
+    let stopped = if run.finished {
+        ""
+    } else {
+        ", stopped: did not power off"
+    };
     say(&format!(
-        "boot {label}: {:.1} s (kernel {}, {init}; {}; console {})",
+        "boot {label}: {:.1} s{stopped} (kernel {}, {init}; {}; console {})",
         run.seconds,
         kernel.release,
         per_script.join(", "),

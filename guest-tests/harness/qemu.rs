@@ -16,6 +16,56 @@ pub enum Memory {
     Anonymous,
 }
 
+/// Whether and how the guest gets our VT-d (a remap unit at 00:03.0 in front of the
+/// accelerator, found through our DMAR table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Iommu {
+    /// No IOMMU: the accelerator alone, DMA by guest-physical address.
+    Off,
+    /// Scalable mode (Linux's default with FLTS: first-stage DMA domains).
+    Scalable,
+    /// Legacy mode (`sm_off`): second-stage DMA domains.
+    Legacy,
+    /// Scalable mode with `iommu=pt`: identity default domains.
+    PassThrough,
+}
+
+impl Iommu {
+    /// The guest kernel arguments of the mode (`intremap=off` is always there).
+    pub fn kernel_args(self) -> &'static str {
+        match self {
+            Iommu::Off => "",
+            Iommu::Scalable => "intel_iommu=on,sm_on",
+            Iommu::Legacy => "intel_iommu=on,sm_off",
+            Iommu::PassThrough => "intel_iommu=on,sm_on iommu=pt",
+        }
+    }
+
+    /// As test and boot names spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Iommu::Off => "",
+            Iommu::Scalable => "iommu_sm",
+            Iommu::Legacy => "iommu_legacy",
+            Iommu::PassThrough => "iommu_pt",
+        }
+    }
+}
+
+/// The remap unit's socket and the DMAR table the server wrote.
+#[derive(Clone, Debug)]
+pub struct RemapUnit {
+    /// Its vfio-user socket.
+    pub socket: PathBuf,
+    /// The DMAR table for `-acpitable`.
+    pub dmar: PathBuf,
+}
+
+/// PCI address of the remap unit in test guests.
+pub const REMAP_ADDR: &str = "03.0";
+/// PCI address of the accelerator in test guests.
+pub const ACCEL_ADDR: &str = "04.0";
+
 /// Where `scripts/setup` put QEMU, the kernels and their initramfs.
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("VSVM_CACHE") {
@@ -101,7 +151,7 @@ impl Kernel {
 
 /// The JSON -device argument (the only form QEMU 11 accepts for vfio-user-pci).
 pub fn vfio_user_device(socket: &Path) -> String {
-    vfio_user_device_at(socket, "04.0")
+    vfio_user_device_at(socket, ACCEL_ADDR)
 }
 
 /// The JSON -device argument of a vfio-user function at `addr` ("DD.F") on pcie.0.
@@ -138,6 +188,19 @@ pub fn guest_command(
     extra: &str,
     memory: Memory,
 ) -> Command {
+    guest_command_with(kernel, socket, None, test, extra, memory)
+}
+
+/// The same, with the remap unit `remap` in front of the accelerator when given (its DMAR
+/// table loaded with `-acpitable`, the remap unit at 00:03.0).
+pub fn guest_command_with(
+    kernel: &Kernel,
+    socket: &Path,
+    remap: Option<&RemapUnit>,
+    test: &str,
+    extra: &str,
+    memory: Memory,
+) -> Command {
     let cache = cache_dir();
     let mut qemu = Command::new(require(&cache.join("bin/qemu-system-x86_64")));
     qemu.args([
@@ -167,6 +230,14 @@ pub fn guest_command(
     ))
     .arg("-device")
     .arg(vfio_user_device(socket));
+    if let Some(remap) = remap {
+        let mut table = std::ffi::OsString::from("file=");
+        table.push(&remap.dmar);
+        qemu.arg("-acpitable")
+            .arg(table)
+            .arg("-device")
+            .arg(vfio_user_device_at(&remap.socket, REMAP_ADDR));
+    }
     if let Memory::MemfdShared = memory {
         qemu.args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
             .args(["-machine", "memory-backend=mem"]);

@@ -36,8 +36,8 @@ pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Count
         if !DROPPED_BEFORE.swap(true, Ordering::Relaxed) {
             warn!(
                 "vIOMMU {:?} interrupt (0x{:x} -> 0x{:x}) dropped: no function behind the unit \
-                 has bus mastering on to carry it as a DMA write (further drops are logged at \
-                 debug level)",
+                 could carry it as a DMA write (none has bus mastering on, or the client refused \
+                 the address; further drops are logged at debug level)",
                 irq.kind, irq.data, irq.addr
             );
         } else {

@@ -3,18 +3,18 @@
 //! host IOMMU becomes [`Work`] for the front end's thread. VT-d spec 11.4 (register
 //! descriptions), 6.5.2 (QI), 7.2 (fault recording), 7.5 (page requests).
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use super::worker::Work;
 use crate::vtd::cap::{VtdConfig, FRCD_OFFSET};
 use crate::vtd::fault_log::{self, FaultLog};
-use crate::vtd::prq;
+use crate::vtd::prq::{self, PAGE_REQ_DESC_SIZE};
 use crate::vtd::qi::{self, QueueGeometry};
 use crate::vtd::regs::{
-    fault_record_count, Ccmd, Fsts, Gcmd, Gsts, IotlbReg, RegisterFile, RtAddr,
+    fault_record_count, Ccmd, Fsts, Gcmd, Gsts, IotlbReg, Pqa, RegisterFile, RtAddr,
     TranslationTableMode, Written, DMAR_CCMD_REG, DMAR_FECTL_REG, DMAR_FSTS_REG, DMAR_GCMD_REG,
     DMAR_ICS_REG, DMAR_IECTL_REG, DMAR_IOTLB_REG, DMAR_IQH_REG, DMAR_IQT_REG, DMAR_PECTL_REG,
-    DMAR_PRS_REG, FAULT_EVENT, FRCD_SIZE, INVALIDATION_EVENT, PAGE_REQUEST_EVENT,
+    DMAR_PQA_REG, DMAR_PRS_REG, FAULT_EVENT, FRCD_SIZE, INVALIDATION_EVENT, PAGE_REQUEST_EVENT,
 };
 use crate::vtd::sink::{DevTlbInvalidation, PageGroupResponse, VtdInterrupt, VtdSink};
 use crate::vtd::translate::{RootTable, RootTableType};
@@ -140,6 +140,14 @@ impl Registers {
             DMAR_IECTL_REG => self.regs.event_control_written(&INVALIDATION_EVENT, outbox),
             DMAR_PRS_REG => prq::prs_written(&mut self.regs),
             DMAR_PECTL_REG => self.regs.event_control_written(&PAGE_REQUEST_EVENT, outbox),
+            DMAR_PQA_REG => {
+                let pqa: Pqa = self.regs.load();
+                info!(
+                    "vIOMMU: page request queue set up at 0x{:x}, {} descriptors",
+                    pqa.base(),
+                    (PAGE_SIZE << pqa.pqs()) / PAGE_REQ_DESC_SIZE
+                );
+            }
             offset if offset >= FRCD_OFFSET => self.fault_log.frcd_written(&mut self.regs),
             _ => {}
         }
