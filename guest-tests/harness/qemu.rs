@@ -160,24 +160,6 @@ pub fn vfio_user_device_at(socket: &Path, addr: &str) -> String {
     serde_json::json!({ "driver": "vfio-user-pci", "socket": socket, "addr": addr }).to_string()
 }
 
-/// QEMU with the test guests' machine but no kernel: only firmware runs (for calibration
-/// boots, which stop once firmware has placed the BARs).
-pub fn firmware_command() -> Command {
-    let mut qemu = Command::new(require(&cache_dir().join("bin/qemu-system-x86_64")));
-    qemu.args([
-        "-machine",
-        "q35,accel=tcg",
-        "-cpu",
-        "max",
-        "-m",
-        "512M",
-        "-smp",
-        "1",
-    ])
-    .args(["-nographic", "-no-reboot", "-nodefaults"]);
-    qemu
-}
-
 /// A guest on `kernel` that runs `/guest/tests/<test>` (kernel parameter `vsvm.test`; several
 /// as `a,b,c`, in one boot) with `extra` kernel parameters, the accelerator at 00:04.0 served
 /// on `socket`; console on stdout.

@@ -11,13 +11,13 @@ use crate::vtd::fault_log::{self, FaultLog};
 use crate::vtd::prq::{self, PAGE_REQ_DESC_SIZE};
 use crate::vtd::qi::{self, QueueGeometry};
 use crate::vtd::regs::{
-    fault_record_count, Ccmd, Fsts, Gcmd, Gsts, IotlbReg, Pqa, RegisterFile, RtAddr,
-    TranslationTableMode, Written, DMAR_CCMD_REG, DMAR_FECTL_REG, DMAR_FSTS_REG, DMAR_GCMD_REG,
-    DMAR_ICS_REG, DMAR_IECTL_REG, DMAR_IOTLB_REG, DMAR_IQH_REG, DMAR_IQT_REG, DMAR_PECTL_REG,
-    DMAR_PQA_REG, DMAR_PRS_REG, FAULT_EVENT, FRCD_SIZE, INVALIDATION_EVENT, PAGE_REQUEST_EVENT,
+    fault_record_count, Ccmd, Fsts, Gcmd, Gsts, IotlbReg, Pqa, RegisterFile, RtAddr, Written,
+    DMAR_CCMD_REG, DMAR_FECTL_REG, DMAR_FSTS_REG, DMAR_GCMD_REG, DMAR_ICS_REG, DMAR_IECTL_REG,
+    DMAR_IOTLB_REG, DMAR_IQH_REG, DMAR_IQT_REG, DMAR_PECTL_REG, DMAR_PQA_REG, DMAR_PRS_REG,
+    FAULT_EVENT, FRCD_SIZE, INVALIDATION_EVENT, PAGE_REQUEST_EVENT,
 };
 use crate::vtd::sink::{DevTlbInvalidation, PageGroupResponse, VtdInterrupt, VtdSink};
-use crate::vtd::translate::{RootTable, RootTableType};
+use crate::vtd::translate::RootTable;
 use crate::vtd::walk::PAGE_SIZE;
 
 /// Bytes of register window a unit with `config` needs, whole pages.
@@ -183,21 +183,13 @@ impl Registers {
     /// SRTP: latch RTADDR and report RTPS.
     fn latch_root(&mut self, config: &VtdConfig) {
         let rtaddr: RtAddr = self.regs.load();
-        let addr = rtaddr.addr();
-        self.root = match rtaddr.ttm() {
-            TranslationTableMode::Legacy => Some(RootTable {
-                addr,
-                kind: RootTableType::Legacy,
-            }),
-            TranslationTableMode::Scalable if config.smts => Some(RootTable {
-                addr,
-                kind: RootTableType::Scalable,
-            }),
-            mode => {
-                debug!("vIOMMU: root table with unsupported mode {mode:?} latched");
-                None
-            }
-        };
+        self.root = RootTable::latch(rtaddr, config);
+        if self.root.is_none() {
+            debug!(
+                "vIOMMU: root table with unsupported mode {:?} latched",
+                rtaddr.ttm()
+            );
+        }
         self.regs.update(|gsts: Gsts| gsts.with_rtps(true));
     }
 }

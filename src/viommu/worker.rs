@@ -19,14 +19,10 @@ use super::stats::Counters;
 use super::tables::Tables;
 use super::Shared;
 use crate::iommu::{DeviceId, IommuFault};
-use crate::vtd::cache::{ContextInvalidation, IotlbInvalidation};
 use crate::vtd::entries::EntryReader;
-use crate::vtd::ids::{DomainId, SourceId};
-use crate::vtd::inv_desc::masked_page_addr;
 use crate::vtd::qi::{self, Executor, QueueError, QueueGeometry};
-use crate::vtd::regs::{
-    ContextGranularity, Fsts, IotlbGranularity, IqOffset, Iva, DMAR_IQH_REG, DMAR_IQT_REG,
-};
+use crate::vtd::reg_inv;
+use crate::vtd::regs::{Fsts, IqOffset, Iva, DMAR_IQH_REG, DMAR_IQT_REG};
 
 /// What the front end's thread is asked to do.
 #[derive(Debug)]
@@ -236,18 +232,7 @@ impl Worker {
     /// CCMD (11.4.7): invalidate as asked, then clear ICC and report the granularity done.
     fn context_command(&mut self) {
         let ccmd = registers::context_command(&self.shared.regs());
-        let domain = DomainId(ccmd.did());
-        let inv = match ccmd.cirg() {
-            ContextGranularity::Global => Some(ContextInvalidation::Global),
-            ContextGranularity::Domain => Some(ContextInvalidation::Domain(domain)),
-            ContextGranularity::Device => Some(ContextInvalidation::Device {
-                domain,
-                source: SourceId(ccmd.sid()),
-                function_mask: ccmd.fm(),
-            }),
-            ContextGranularity::Reserved => None,
-        };
-        if let Some(inv) = inv {
+        if let Some(inv) = reg_inv::context_invalidation(ccmd) {
             self.with_forwarder(|f| f.context_cache(inv));
         }
         let mut regs = self.shared.regs();
@@ -262,29 +247,13 @@ impl Worker {
             let regs = self.shared.regs();
             (registers::iotlb_command(&regs), regs.regs.load::<Iva>())
         };
-        let domain = DomainId(cmd.did());
-        let requested = match cmd.iirg() {
-            IotlbGranularity::Global => Some(IotlbInvalidation::Global),
-            IotlbGranularity::Domain => Some(IotlbInvalidation::Domain(domain)),
-            IotlbGranularity::Page => Some(IotlbInvalidation::Page {
-                domain,
-                addr: masked_page_addr(iva.addr(), iva.am()),
-                address_mask: iva.am(),
-                ih: iva.ih(),
-            }),
-            IotlbGranularity::Reserved => None,
-        };
+        let requested = reg_inv::iotlb_invalidation(cmd, iva);
         let config = self.shared.config;
         let performed = requested.map(|inv| qi::coarsen_iotlb(&config, inv));
         if let Some(inv) = performed {
             self.with_forwarder(|f| f.iotlb(inv));
         }
-        let iaig = match performed {
-            None => IotlbGranularity::Reserved,
-            Some(IotlbInvalidation::Global) => IotlbGranularity::Global,
-            Some(IotlbInvalidation::Domain(_)) => IotlbGranularity::Domain,
-            Some(IotlbInvalidation::Page { .. }) => IotlbGranularity::Page,
-        };
+        let iaig = reg_inv::performed_granularity(performed);
         let mut regs = self.shared.regs();
         let now = registers::iotlb_command(&regs);
         regs.regs.store(now.with_ivt(false).with_iaig(iaig));

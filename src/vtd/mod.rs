@@ -16,6 +16,7 @@ pub mod pasid;
 pub mod piommu;
 pub mod prq;
 pub mod qi;
+pub mod reg_inv;
 pub mod regs;
 pub mod request;
 pub mod root;

@@ -11,6 +11,7 @@ use super::entries::EntryReader;
 use super::fault::FaultReason;
 use super::ids::{DomainId, Pasid};
 use super::pasid::{dir_index, PasidParams, Pgtt};
+use super::regs::{RtAddr, TranslationTableMode};
 use super::request::{Access, Fault, Perms, Request, Translation};
 use super::walk::{
     self, bits_from, Denied, FsFault, FsReserved, SsFault, SsReserved, WalkFault, Walked,
@@ -33,6 +34,26 @@ pub struct RootTable {
     pub addr: u64,
     /// Legacy or scalable.
     pub kind: RootTableType,
+}
+
+impl RootTable {
+    /// The root table RTADDR names, as SRTP latches it (11.4.5): `None` for a mode the unit
+    /// with `config` does not support (reserved, abort-DMA, or scalable without SMTS), which
+    /// is latched as unusable: every request then faults with an invalid TTM.
+    pub fn latch(rtaddr: RtAddr, config: &VtdConfig) -> Option<RootTable> {
+        let addr = rtaddr.addr();
+        match rtaddr.ttm() {
+            TranslationTableMode::Legacy => Some(RootTable {
+                addr,
+                kind: RootTableType::Legacy,
+            }),
+            TranslationTableMode::Scalable if config.smts => Some(RootTable {
+                addr,
+                kind: RootTableType::Scalable,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The interrupt address range: requests whose output lands here are blocked (VT-d spec 3.15,

@@ -13,20 +13,19 @@ use super::cache::{Caches, ContextInvalidation, IotlbInvalidation, PasidCacheInv
 use super::cap::{VtdConfig, FRCD_OFFSET};
 use super::fault::FaultReason;
 use super::fault_log::{self, FaultLog, RecordOutcome};
-use super::ids::{DomainId, SourceId};
-use super::inv_desc::masked_page_addr;
+use super::ids::DomainId;
 use super::prq::{self, PageRequest, PageRequestOutcome};
 use super::qi::{self, CacheExecutor, QueueContext, QueueGeometry};
+use super::reg_inv;
 use super::regs::{
-    fault_record_count, Ccmd, ContextGranularity, Fsts, Gcmd, Gsts, IotlbGranularity, IotlbReg,
-    Iva, RegisterFile, RtAddr, TranslationTableMode, Written, DMAR_CCMD_REG, DMAR_FECTL_REG,
-    DMAR_FSTS_REG, DMAR_GCMD_REG, DMAR_ICS_REG, DMAR_IECTL_REG, DMAR_IOTLB_REG, DMAR_IQH_REG,
-    DMAR_IQT_REG, DMAR_PECTL_REG, DMAR_PRS_REG, FAULT_EVENT, FRCD_SIZE, INVALIDATION_EVENT,
-    PAGE_REQUEST_EVENT,
+    fault_record_count, Ccmd, Fsts, Gcmd, Gsts, IotlbReg, RegisterFile, RtAddr, Written,
+    DMAR_CCMD_REG, DMAR_FECTL_REG, DMAR_FSTS_REG, DMAR_GCMD_REG, DMAR_ICS_REG, DMAR_IECTL_REG,
+    DMAR_IOTLB_REG, DMAR_IQH_REG, DMAR_IQT_REG, DMAR_PECTL_REG, DMAR_PRS_REG, FAULT_EVENT,
+    FRCD_SIZE, INVALIDATION_EVENT, PAGE_REQUEST_EVENT,
 };
 use super::request::{Fault, Perms, Request, Translation};
 use super::sink::{PageResponseCode, VtdSink};
-use super::translate::{RootTable, RootTableType, Translator};
+use super::translate::{RootTable, Translator};
 use super::walk::PAGE_SIZE;
 use crate::mem::GuestMemory;
 
@@ -272,23 +271,13 @@ impl RemappingUnit {
     /// SRTP: latch RTADDR (address and table mode) and report RTPS.
     fn set_root_table_pointer(&mut self) {
         let rtaddr: RtAddr = self.regs.load();
-        let addr = rtaddr.addr();
-        self.root = match rtaddr.ttm() {
-            TranslationTableMode::Legacy => Some(RootTable {
-                addr,
-                kind: RootTableType::Legacy,
-            }),
-            TranslationTableMode::Scalable if self.config.smts => Some(RootTable {
-                addr,
-                kind: RootTableType::Scalable,
-            }),
-            // Reserved, abort-DMA (ECAP.ADMS is not reported) or scalable without SMTS: the
-            // pointer is latched as unusable and every request faults with an invalid TTM.
-            mode => {
-                debug!("VT-d root table with unsupported mode {mode:?} latched");
-                None
-            }
-        };
+        self.root = RootTable::latch(rtaddr, &self.config);
+        if self.root.is_none() {
+            debug!(
+                "VT-d root table with unsupported mode {:?} latched",
+                rtaddr.ttm()
+            );
+        }
         self.regs.update(|gsts: Gsts| gsts.with_rtps(true));
         self.drop_caches();
     }
@@ -342,18 +331,7 @@ impl RemappingUnit {
     /// caching mode, invalidations are how the unit learns of changes, so none is ignored.
     fn context_command(&mut self) {
         let ccmd: Ccmd = self.regs.load();
-        let domain = DomainId(ccmd.did());
-        let inv = match ccmd.cirg() {
-            ContextGranularity::Global => Some(ContextInvalidation::Global),
-            ContextGranularity::Domain => Some(ContextInvalidation::Domain(domain)),
-            ContextGranularity::Device => Some(ContextInvalidation::Device {
-                domain,
-                source: SourceId(ccmd.sid()),
-                function_mask: ccmd.fm(),
-            }),
-            ContextGranularity::Reserved => None,
-        };
-        if let Some(inv) = inv {
+        if let Some(inv) = reg_inv::context_invalidation(ccmd) {
             self.translator.caches().invalidate_context(inv);
         }
         // Every requested granularity is performed as asked; a reserved one is not performed.
@@ -365,26 +343,9 @@ impl RemappingUnit {
     /// "Flush IOTLB failed" when IAIG is 0.
     fn iotlb_command(&mut self) {
         let cmd: IotlbReg = self.regs.load();
-        let iva: Iva = self.regs.load();
-        let domain = DomainId(cmd.did());
-        let requested = match cmd.iirg() {
-            IotlbGranularity::Global => Some(IotlbInvalidation::Global),
-            IotlbGranularity::Domain => Some(IotlbInvalidation::Domain(domain)),
-            IotlbGranularity::Page => Some(IotlbInvalidation::Page {
-                domain,
-                addr: masked_page_addr(iva.addr(), iva.am()),
-                address_mask: iva.am(),
-                ih: iva.ih(),
-            }),
-            IotlbGranularity::Reserved => None,
-        };
+        let requested = reg_inv::iotlb_invalidation(cmd, self.regs.load());
         let performed = requested.map(|inv| qi::coarsen_iotlb(&self.config, inv));
-        let iaig = match performed {
-            None => IotlbGranularity::Reserved,
-            Some(IotlbInvalidation::Global) => IotlbGranularity::Global,
-            Some(IotlbInvalidation::Domain(_)) => IotlbGranularity::Domain,
-            Some(IotlbInvalidation::Page { .. }) => IotlbGranularity::Page,
-        };
+        let iaig = reg_inv::performed_granularity(performed);
         if let Some(inv) = performed {
             self.translator.caches().invalidate_iotlb(inv);
         }
@@ -396,6 +357,7 @@ impl RemappingUnit {
 mod tests {
     use super::*;
     use crate::vtd::request::Access;
+    use crate::vtd::SourceId;
     use crate::vtd::sink::RecordingSink;
 
     fn unit(config: VtdConfig) -> RemappingUnit {
