@@ -202,30 +202,45 @@ impl GuestMemory {
 /// jobs): taking a snapshot costs a lock and reference counts, so it is taken again only
 /// when a map, unmap or (dis)connect happened since. Staleness is bounded by the caller:
 /// `current` at the start of each unit of work sees every change made before it.
+///
+/// A view keeps the client's mappings and its socket alive: a thread that goes idle calls
+/// [`ViewCache::release`], so that a client that left is not held past its last job.
 #[derive(Debug)]
 pub struct ViewCache {
     mem: GuestMemory,
     seen: u64,
-    view: MemView,
+    view: Option<MemView>,
 }
 
 impl ViewCache {
-    /// A cache of `mem`'s current view.
+    /// A cache of `mem`'s views, holding none yet.
     pub fn new(mem: GuestMemory) -> Self {
-        let seen = mem.inner.generation.load(Ordering::Acquire);
-        let view = mem.view();
-        ViewCache { mem, seen, view }
+        ViewCache {
+            mem,
+            seen: 0,
+            view: None,
+        }
     }
 
     /// The view, taken again if the maps changed since the last one.
     pub fn current(&mut self) -> &MemView {
         let now = self.mem.inner.generation.load(Ordering::Acquire);
-        if now != self.seen {
+        if self.view.is_none() || now != self.seen {
             // Generation first: a change racing with the snapshot bumps it again.
             self.seen = now;
-            self.view = self.mem.view();
+            self.view = Some(self.mem.view());
         }
-        &self.view
+        self.view.get_or_insert_with(|| self.mem.view())
+    }
+
+    /// Drops the view (and with it the mappings and client port it holds).
+    pub fn release(&mut self) {
+        self.view = None;
+    }
+
+    /// Whether a view is held.
+    pub fn holds_view(&self) -> bool {
+        self.view.is_some()
     }
 }
 
@@ -473,6 +488,25 @@ mod tests {
             cache.current().read_u64(Gpa(0x10000)),
             Err(MemError::Unmapped(_))
         ));
+    }
+
+    #[test]
+    fn test_released_view_cache_holds_no_mapping() {
+        let mem = memfd_memory(0x10000, 0x1000, true);
+        let mut cache = ViewCache::new(mem.clone());
+        assert!(
+            !cache.holds_view(),
+            "nothing is taken before the first access"
+        );
+        let mapping = match &cache.current().table.find(Gpa(0x10000)).unwrap().backing {
+            Backing::Mapped { mapping, .. } => Arc::downgrade(mapping),
+            Backing::Remote => unreachable!("memfd maps are mapped"),
+        };
+        mem.clear();
+        assert!(mapping.upgrade().is_some(), "the cached view still maps it");
+        cache.release();
+        assert!(mapping.upgrade().is_none(), "released: unmapped");
+        assert!(cache.current().read_u64(Gpa(0x10000)).is_err());
     }
 
     #[test]

@@ -15,6 +15,9 @@ use super::poll::{spin_until_readable, PollWindow};
 use super::protocol::{header_flags, Header, MessageType};
 use super::transport::{recv_message, send_message, TransportError};
 
+/// How long a send to the client may wait for room in its socket before we give up on it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Binds a listening socket at `path`, replacing a stale socket file left by a previous run.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -53,12 +56,18 @@ pub fn serve(
     }
 }
 
-/// Serves one connection until the client closes it or breaks framing.
+/// Serves one connection until the client closes it or breaks framing. When it returns, the
+/// device has let go of everything the client gave it (see [`Device::disconnected`]).
 pub fn serve_connection(
     stream: UnixStream,
     device: &mut dyn Device,
     options: &ServerOptions,
 ) -> Result<(), TransportError> {
+    // A client that stops reading must not hold a reply, or a device thread's DMA request,
+    // in a blocking send forever (the option is the socket's: the clone shares it).
+    stream
+        .set_write_timeout(Some(SEND_TIMEOUT))
+        .map_err(TransportError::Io)?;
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
     let mut session = Session::default();
     let mut port: Option<DmaPort> = None;
