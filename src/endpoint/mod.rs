@@ -18,7 +18,7 @@ use crate::mem::GuestMemory;
 use crate::pci::header::{command, offset};
 use crate::pci::{BarSpec, ConfigSpace, CONFIG_SPACE_SIZE};
 use crate::vfio_user::{
-    Device, DmaMapRequest, DmaPort, DmaUnmapRequest, IrqDescription, IrqSetRequest,
+    Device, DmaLimits, DmaMapRequest, DmaPort, DmaUnmapRequest, IrqDescription, IrqSetRequest,
     RegionDescription,
 };
 
@@ -273,7 +273,8 @@ impl<F: Function> Device for Endpoint<F> {
         Ok(())
     }
 
-    fn connected(&mut self, port: DmaPort) {
+    fn connected(&mut self, port: DmaPort, limits: DmaLimits) {
+        self.bus.mem.set_limits(limits);
         self.bus.mem.set_port(Some(port));
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use log::{debug, info, warn};
 
 use super::cpu_latency::{CpuLatency, LatencyHold};
-use super::device::Device;
+use super::device::{Device, DmaLimits};
 use super::dispatch::{handle, Session};
 use super::dma_port::DmaPort;
 use super::poll::{spin_until_readable, PollWindow};
@@ -37,6 +37,8 @@ pub struct ServerOptions {
     /// Held while inside the poll window, so QEMU's own threads wake up fast too (see
     /// [`CpuLatency`]).
     pub cpu_latency: CpuLatency,
+    /// What a client may make us hold through DMA_MAP; `max_maps` is advertised.
+    pub dma: DmaLimits,
 }
 
 /// Serves clients on `listener` one after another, forever. A client that leaves, or breaks the
@@ -69,7 +71,10 @@ pub fn serve_connection(
         .set_write_timeout(Some(SEND_TIMEOUT))
         .map_err(TransportError::Io)?;
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
-    let mut session = Session::default();
+    let mut session = Session {
+        max_dma_maps: options.dma.max_maps,
+        ..Session::default()
+    };
     let mut port: Option<DmaPort> = None;
     let result = connection_loop(&stream, &writer, device, &mut session, &mut port, options);
     if let Some(port) = port {
@@ -132,7 +137,7 @@ fn connection_loop(
                         std::thread::current().id(),
                         session.client_max_xfer,
                     );
-                    device.connected(p.clone());
+                    device.connected(p.clone(), options.dma);
                     *port = Some(p);
                 }
             }
