@@ -37,11 +37,10 @@ struct State {
     submitted: u64,
     completed: u64,
     done: u32,
-    /// The engine holds a descriptor (or has not yet let go of the last one's memory).
+    /// The engine holds a descriptor, or has not yet let go of the guest memory the last
+    /// one used (also after a disable or reset, until the job stopped: drivers wait for it
+    /// before reusing that memory).
     busy: bool,
-    /// The engine's descriptor is from before a reset: it publishes nothing, and STATUS
-    /// does not show it (the function is at power-on state).
-    abandoned: bool,
     stop: bool,
     epoch: u64,
 }
@@ -124,7 +123,7 @@ impl WorkQueue {
             wq_offset::TAIL => s.tail,
             wq_offset::STATUS => WqStatus::new()
                 .with_enabled(s.ctrl.enable())
-                .with_busy(s.busy && !s.abandoned)
+                .with_busy(s.busy)
                 .with_error(s.error)
                 .into_bits(),
             wq_offset::DONE => s.done,
@@ -198,7 +197,6 @@ impl WorkQueue {
             }
             if s.ctrl.enable() && s.head != s.tail {
                 s.busy = true;
-                s.abandoned = false;
                 let offset = u64::from(s.head) * DESCRIPTOR_SIZE;
                 return Some(Slot {
                     index: s.head,
@@ -215,7 +213,6 @@ impl WorkQueue {
                 on_idle();
                 s = self.lock();
                 s.busy = false;
-                s.abandoned = false;
                 self.wake.notify_all();
                 continue;
             }
@@ -265,14 +262,13 @@ impl WorkQueue {
         s.epoch != mark.epoch || s.completed >= mark.submitted
     }
 
-    /// Power-on state: disabled, empty; the job in flight stops and is no longer shown.
+    /// Power-on state: disabled, empty; the job in flight stops (BUSY until it has).
     pub fn reset(&self) {
         let mut s = self.lock();
         let (busy, stop) = (s.busy, s.stop);
         let epoch = s.epoch;
         *s = State {
             busy,
-            abandoned: busy,
             stop,
             epoch,
             ..State::default()
@@ -409,14 +405,13 @@ mod tests {
     }
 
     #[test]
-    fn test_reset_hides_the_abandoned_job_and_idle_waits_for_its_memory() {
+    fn test_after_reset_busy_and_idle_wait_until_the_engine_let_go_of_memory() {
         let core = Core::new(crate::endpoint::Bus::new(1), None, 1);
         let wq = queue(8);
         wq.write(wq_offset::TAIL, 1);
         let slot = wq.next(&core, || unreachable!("work is due")).unwrap();
-        assert!(status(&wq).busy());
         wq.reset();
-        assert_eq!(wq.read(wq_offset::STATUS), 0, "power-on state at once");
+        assert!(status(&wq).busy() && !status(&wq).enabled());
         let soon = Instant::now() + std::time::Duration::from_millis(20);
         assert!(!wq.wait_idle(soon), "the engine still holds its job");
         wq.finish(&slot);
