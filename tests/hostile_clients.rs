@@ -1,7 +1,7 @@
 //! Hostile clients over a real UNIX socket (issue 12): interrupt fds that would block the
 //! server, clients that leave maps, fds and device state behind, and map tables pushed to and
 //! past their limits. The server runs in this process, so the tests measure its fds and
-//! mappings in /proc/self; every test ends with the next client being served.
+//! mappings in /proc/self; a client's departure is followed by the next client being served.
 
 mod common;
 
@@ -17,8 +17,11 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use common::accel::AccelDriver;
 use common::ram::named_sealed_memfd;
-use common::socket::{connect, mappings, memfd_mappings, open_fds, start_accel_server, status_kib};
+use common::socket::{
+    connect, hang_up, mappings, memfd_mappings, open_fds, start_accel_server, status_kib,
+};
 use common::RawClient;
+use vsvm::devices::accel;
 use vsvm::devices::accel::completion::CompletionRecord;
 use vsvm::devices::accel::descriptor::{Descriptor, DESCRIPTOR_SIZE};
 use vsvm::devices::accel::regs::{offset, wq_offset, DmaCmd, DmaState, DmaStatus, ErrCtl, WqCtrl};
@@ -179,6 +182,13 @@ fn serve_dma_read(c: &mut RawClient, ram: &File, base: u64) {
     c.send_raw(&bytes);
 }
 
+/// A new client is answered (the last one's disconnect is over), and leaves.
+fn served_again(path: &std::path::Path) {
+    let mut next = connect(path);
+    next.negotiate();
+    hang_up(next);
+}
+
 fn read_counter(fd: &OwnedFd) -> u64 {
     let mut buf = [0u8; 8];
     rustix::io::read(fd, &mut buf).unwrap();
@@ -214,8 +224,8 @@ fn test_saturated_blocking_eventfd_never_blocks_the_server() {
     write_reg(&mut c, 0, offset::IRQ_RAISE, 0);
     // 1, or 2 when the failed job's interrupt came after the read.
     assert!((1..=2).contains(&read_counter(&efd)));
-    drop(c);
-    connect(&path).negotiate();
+    hang_up(c);
+    served_again(&path);
 }
 
 #[test]
@@ -247,8 +257,8 @@ fn test_eventfd_the_client_makes_blocking_again_is_dropped_not_waited_on() {
         0,
         "vector dropped"
     );
-    drop(c);
-    connect(&path).negotiate();
+    hang_up(c);
+    served_again(&path);
 }
 
 #[test]
@@ -271,8 +281,8 @@ fn test_interrupt_fds_that_are_not_eventfds_are_refused() {
     raise_from_both_threads(&mut c);
     write_reg(&mut c, 0, offset::IRQ_RAISE, 1);
     assert_eq!(file.metadata().unwrap().len(), 0);
-    drop(c);
-    connect(&path).negotiate();
+    hang_up(c);
+    served_again(&path);
     drop(pipe_read);
 }
 
@@ -319,7 +329,7 @@ fn test_disconnect_releases_the_clients_maps_fds_and_memory() {
     let mut fresh = connect(&path);
     fresh.negotiate();
     let connected_fds = open_fds();
-    drop(fresh);
+    hang_up(fresh);
     let (rss_before, shmem_before) = (status_kib("VmRSS"), status_kib("RssShmem"));
 
     let name = "hostile-disconnect-ram";
@@ -333,10 +343,10 @@ fn test_disconnect_releases_the_clients_maps_fds_and_memory() {
     assert_eq!(memfd_mappings(name), 1, "the server maps the client's RAM");
     let (rss_during, shmem_during) = (status_kib("VmRSS"), status_kib("RssShmem"));
     drop(ram);
-    drop(c);
+    hang_up(c);
 
     let mut next = connect(&path);
-    next.negotiate(); // answered once the first client's disconnect was handled
+    next.negotiate();
     let (rss_after, shmem_after) = (status_kib("VmRSS"), status_kib("RssShmem"));
     eprintln!(
         "fds: idle {idle_fds}, with a fresh client {connected_fds}, with the next client \
@@ -358,6 +368,7 @@ fn test_disconnect_releases_the_clients_maps_fds_and_memory() {
     // And its address space is free for the next client's RAM.
     let ram = named_sealed_memfd("hostile-disconnect-next", size);
     assert_eq!(dma_map(&mut next, 0, size, Some((ram.as_fd(), 0))), Ok(()));
+    hang_up(next);
 }
 
 /// What a new client must read: the function at power-on.
@@ -407,10 +418,13 @@ fn test_next_client_sees_power_on_state_after_a_work_queue_client() {
             let req = c.recv();
             assert_eq!(req.header.command, Command::DmaRead as u16, "ring fetch");
         }
+        // Gone at once, without waiting for the server: the next client's first read may
+        // race with the disconnect, and must still find the function at power-on.
         drop(c);
         let mut next = connect(&path);
         next.negotiate();
         assert_power_on_state(&mut next, round);
+        hang_up(next);
     }
 }
 
@@ -421,7 +435,7 @@ fn test_disconnected_returns_only_once_the_engines_let_go() {
     let _serial = serial();
     let name = "hostile-quiesce-ram";
     let size = 80 << 20;
-    let ep = vsvm::devices::accel::endpoint(0x5653, 0xa001).unwrap();
+    let ep = accel::endpoint(accel::VENDOR_ID, accel::DEVICE_ID).unwrap();
     let mut drv = AccelDriver::new(ep, named_sealed_memfd(name, size), size, RING);
     drv.enable_wq(0, false);
     let jobs: Vec<_> = (0..63u64)
@@ -481,13 +495,14 @@ fn test_map_limit_holds_at_and_past_the_edge_splits_included() {
     assert_eq!(dma_unmap(&mut c, region(9) + PAGE, PAGE), Ok(()));
     assert_eq!(dma_unmap(&mut c, region(10) + PAGE, PAGE), Err(ENOSPC));
     assert_eq!(dma_map(&mut c, region(64), PAGE, None), Err(ENOSPC));
-    drop(c);
+    hang_up(c);
     // The next client starts from an empty table.
     let mut next = connect(&path);
     next.negotiate();
     for i in 0..64 {
         assert_eq!(dma_map(&mut next, region(i), PAGE, None), Ok(()), "map {i}");
     }
+    hang_up(next);
 }
 
 /// Median time of `f(i)` for each `i` in `range` (the median: other processes on this
@@ -585,8 +600,8 @@ fn test_fd_maps_beyond_the_budget_are_reached_through_the_client() {
         Ok(())
     );
     assert_eq!(memfd_mappings(name), 8);
-    drop(c);
-    connect(&path).negotiate();
+    hang_up(c);
+    served_again(&path);
     assert_eq!(memfd_mappings(name), 0);
 }
 
@@ -618,7 +633,7 @@ fn test_fd_maps_up_to_max_dma_maps_never_exhaust_the_process_mappings() {
     // The process can still map memory and start threads.
     let big = vec![1u8; 64 << 20];
     assert_eq!(std::thread::spawn(move || big[12345]).join().unwrap(), 1);
-    drop(c);
-    connect(&path).negotiate();
+    hang_up(c);
+    served_again(&path);
     assert_eq!(memfd_mappings(name), 0);
 }

@@ -37,6 +37,17 @@ pub fn connect(path: &Path) -> RawClient {
     RawClient::new(sock)
 }
 
+/// Leaves like a client that closes its socket, and returns once the server has let go of
+/// the connection: the server's ends of the socket close only after its disconnect handling
+/// ran, so the end of the stream marks it (pending messages are read and dropped).
+pub fn hang_up(client: RawClient) {
+    use std::io::Read;
+    let mut sock = client.sock;
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut buf = [0u8; 4096];
+    while sock.read(&mut buf).expect("the server closes its end") != 0 {}
+}
+
 /// Open fds of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
