@@ -88,6 +88,17 @@ struct ServeArgs {
     /// own thread hand-offs in each MMIO round trip cheaper. It is lifted once the window passes.
     #[arg(long)]
     no_cpu_latency_qos: bool,
+    /// Most DMA maps a client may hold at once, counting the pieces a partial unmap leaves;
+    /// advertised to the client as max_dma_maps. Past it, DMA_MAP (and a DMA_UNMAP that would
+    /// cut a map in two) is refused with ENOSPC.
+    #[arg(long, default_value_t = vfio_user::DmaLimits::DEFAULT.max_maps,
+          value_parser = parse_positive)]
+    max_dma_maps: usize,
+    /// Most of a client's memory fds mapped into the server at once (each costs one of the
+    /// process's vm.max_map_count mappings, which also bounds them). Maps beyond it still
+    /// work, through DMA_READ/DMA_WRITE messages (slower).
+    #[arg(long, default_value_t = vfio_user::DmaLimits::DEFAULT.max_fd_maps)]
+    max_fd_maps: usize,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +148,14 @@ fn cpu_latency(args: &ServeArgs) -> vfio_user::CpuLatency {
             );
             vfio_user::CpuLatency::off()
         }
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -220,6 +239,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         options: vfio_user::ServerOptions {
             poll: vfio_user::PollWindow(std::time::Duration::from_micros(args.poll_us)),
             cpu_latency: cpu_latency(&args),
+            dma: vfio_user::DmaLimits {
+                max_maps: args.max_dma_maps,
+                max_fd_maps: args.max_fd_maps,
+            },
         },
     };
     cli::serve::run(plan)

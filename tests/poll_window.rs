@@ -47,6 +47,7 @@ fn options(window: Duration, file: &StandIn) -> ServerOptions {
     ServerOptions {
         poll: PollWindow(window),
         cpu_latency: CpuLatency::open(&file.0).unwrap(),
+        ..ServerOptions::default()
     }
 }
 

@@ -4,10 +4,11 @@
 //! page by page as requests without PASID (through ATS when it is enabled), PCIe 6.0 §10.1.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Instant;
 
 use log::{debug, warn};
 
@@ -32,16 +33,31 @@ pub struct Job {
     pub irq: bool,
 }
 
+/// The worker's progress, under one lock with the reset generation: a job publishes its
+/// result under it, so a reset cannot slip between the job's check and its publication.
+#[derive(Debug, Default)]
+struct Run {
+    /// Bumped by reset, so a job that outlives a reset does not publish its result.
+    generation: u64,
+    /// The worker holds a job.
+    running: bool,
+}
+
 /// State the register file reads and the worker writes.
 #[derive(Debug, Default)]
 pub struct Shared {
     status: AtomicU32,
     done: AtomicU32,
-    /// Bumped by reset, so a job that outlives a reset does not publish its result.
-    generation: AtomicU64,
+    run: Mutex<Run>,
+    /// Signalled when the worker lets go of a job.
+    idle: Condvar,
 }
 
 impl Shared {
+    fn run(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// DMA_STATUS.
     pub fn status(&self) -> DmaStatus {
         DmaStatus::from_bits(self.status.load(Ordering::Acquire))
@@ -85,16 +101,35 @@ impl Engine {
         if DmaStatus::from_bits(current).state() == DmaState::Busy {
             return false;
         }
+        let generation = self.shared.run().generation;
         self.shared.status.store(busy, Ordering::Release);
-        let generation = self.shared.generation.load(Ordering::Acquire);
         self.jobs.send((job, generation)).is_ok()
     }
 
     /// Forgets every job: status idle, counter zero; a running job's result is dropped.
     pub fn reset(&self) {
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        let mut run = self.shared.run();
+        run.generation += 1;
         self.shared.status.store(0, Ordering::Release);
         self.shared.done.store(0, Ordering::Release);
+    }
+
+    /// Waits until the worker holds no job (and so no guest memory), or until `deadline`;
+    /// says whether it does not.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut run = self.shared.run();
+        while run.running {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            run = self
+                .shared
+                .idle
+                .wait_timeout(run, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 }
 
@@ -102,23 +137,37 @@ fn worker(jobs: Receiver<(Job, u64)>, core: &Core, shared: Arc<Shared>) {
     let mut buf = Vec::new();
     let mut views = ViewCache::new(core.bus.mem.clone());
     for (job, generation) in jobs {
+        shared.run().running = true;
         let error = run(&job, core, &mut views, &mut buf);
-        if shared.generation.load(Ordering::Acquire) != generation {
-            debug!("job {job:?} finished after a reset; result dropped");
-            continue;
-        }
-        let state = if error == DmaError::None {
-            DmaState::Done
-        } else {
-            DmaState::Error
-        };
-        let status = DmaStatus::new().with_state(state).with_error(error);
-        shared.status.store(status.into_bits(), Ordering::Release);
-        shared.done.fetch_add(1, Ordering::AcqRel);
-        if job.irq && !core.bus.irqs.trigger(COMPLETION_VECTOR) {
+        // Idle engines hold no view: a client that leaves takes its maps with it.
+        views.release();
+        if publish(&shared, generation, error)
+            && job.irq
+            && !core.bus.irqs.trigger(COMPLETION_VECTOR)
+        {
             debug!("completion interrupt not delivered (vector masked or unassigned)");
         }
+        shared.run().running = false;
+        shared.idle.notify_all();
     }
+}
+
+/// Publishes a job's result unless a reset came since it was submitted; says whether it did.
+fn publish(shared: &Shared, generation: u64, error: DmaError) -> bool {
+    let run = shared.run();
+    if run.generation != generation {
+        debug!("job finished after a reset; result dropped");
+        return false;
+    }
+    let state = if error == DmaError::None {
+        DmaState::Done
+    } else {
+        DmaState::Error
+    };
+    let status = DmaStatus::new().with_state(state).with_error(error);
+    shared.status.store(status.into_bits(), Ordering::Release);
+    shared.done.fetch_add(1, Ordering::AcqRel);
+    true
 }
 
 /// Runs one job: the whole source is read, then the whole destination written (so

@@ -29,6 +29,7 @@ pub mod svm;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use log::warn;
 
@@ -337,6 +338,11 @@ impl Function for Accel {
         self.stop_work();
         self.core.errors.reset();
         self.caps.reset(&self.core);
+    }
+
+    fn quiesce(&mut self, deadline: Instant) -> bool {
+        let queues = self.core.wqs.iter().all(|wq| wq.wait_idle(deadline));
+        queues && self.engine.wait_idle(deadline)
     }
 
     fn config_written(&mut self, regs: &Registers) {

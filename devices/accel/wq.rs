@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use zerocopy::IntoBytes;
 
@@ -36,6 +37,9 @@ struct State {
     submitted: u64,
     completed: u64,
     done: u32,
+    /// The engine holds a descriptor, or has not yet let go of the guest memory the last
+    /// one used (also after a disable or reset, until the job stopped: drivers wait for it
+    /// before reusing that memory).
     busy: bool,
     stop: bool,
     epoch: u64,
@@ -183,7 +187,9 @@ impl WorkQueue {
     }
 
     /// Blocks until a descriptor is due (marking the queue busy) or the queue is stopped.
-    pub fn next(&self, core: &Core) -> Option<Slot> {
+    /// Before it goes idle it calls `on_idle`, where the engine lets go of the guest memory
+    /// it holds; only then is the queue idle ([`WorkQueue::wait_idle`]).
+    pub fn next(&self, core: &Core, mut on_idle: impl FnMut()) -> Option<Slot> {
         let mut s = self.lock();
         loop {
             if s.stop {
@@ -201,9 +207,34 @@ impl WorkQueue {
                     generation: core.generation(),
                 });
             }
-            s.busy = false;
+            if s.busy {
+                // Not under the lock: dropping the last view of a map unmaps it.
+                drop(s);
+                on_idle();
+                s = self.lock();
+                s.busy = false;
+                self.wake.notify_all();
+                continue;
+            }
             s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Waits until the engine is idle, holding no descriptor and no guest memory, or until
+    /// `deadline`; says whether it is.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut s = self.lock();
+        while s.busy && !s.stop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            s = self
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 
     /// The engine is done with `slot`: HEAD moves on unless the queue was disabled or reset.
@@ -231,7 +262,7 @@ impl WorkQueue {
         s.epoch != mark.epoch || s.completed >= mark.submitted
     }
 
-    /// Power-on state: disabled, empty; the job in flight stops.
+    /// Power-on state: disabled, empty; the job in flight stops (BUSY until it has).
     pub fn reset(&self) {
         let mut s = self.lock();
         let (busy, stop) = (s.busy, s.stop);
@@ -283,7 +314,7 @@ pub(crate) fn run(core: Arc<Core>, index: usize) {
         return;
     };
     let views = RefCell::new(ViewCache::new(core.bus.mem.clone()));
-    while let Some(slot) = wq.next(&core) {
+    while let Some(slot) = wq.next(&core, || views.borrow_mut().release()) {
         let raise = dispatch::slot(&core, wq, &slot, &views);
         // HEAD and WQ_DONE first: a driver woken by the interrupt finds the slot free.
         wq.finish(&slot);
@@ -371,6 +402,30 @@ mod tests {
         assert!(wq.passed(mark));
         assert_ne!(wq.epoch(), epoch);
         assert_eq!(wq.read(wq_offset::TAIL), wq.read(wq_offset::HEAD));
+    }
+
+    #[test]
+    fn test_after_reset_busy_and_idle_wait_until_the_engine_let_go_of_memory() {
+        let core = Core::new(crate::endpoint::Bus::new(1), None, 1);
+        let wq = queue(8);
+        wq.write(wq_offset::TAIL, 1);
+        let slot = wq.next(&core, || unreachable!("work is due")).unwrap();
+        wq.reset();
+        assert!(status(&wq).busy() && !status(&wq).enabled());
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        assert!(!wq.wait_idle(soon), "the engine still holds its job");
+        wq.finish(&slot);
+        let released = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|threads| {
+            threads.spawn(|| wq.next(&core, || released.store(true, Ordering::Release)));
+            let later = Instant::now() + std::time::Duration::from_secs(5);
+            assert!(wq.wait_idle(later));
+            assert!(
+                released.load(Ordering::Acquire),
+                "idle only after letting go"
+            );
+            wq.stop();
+        });
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! MSI-X vectors as the vfio-user client hands them to us: one eventfd per vector, plus the
 //! mask/pending state SET_IRQS can change. Signalling an eventfd makes QEMU deliver the MSI.
+//! Eventfds are written without ever blocking ([`IrqFd`]), so the lock below is never held
+//! across a wait on the client.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use log::warn;
 use rustix::io::Errno;
 
+use super::irq_fd::{self, IrqFd};
 use crate::vfio_user::{IrqAction, IrqData, IrqSetRequest};
 
 #[derive(Debug, Default)]
 struct Vector {
-    eventfd: Option<OwnedFd>,
+    eventfd: Option<IrqFd>,
     masked: bool,
     pending: bool,
 }
@@ -47,7 +49,7 @@ impl Interrupts {
             v.pending = true;
             return false;
         }
-        signal(v)
+        signal(vector as usize, v)
     }
 
     /// Applies a SET_IRQS request to the vectors it names.
@@ -67,14 +69,28 @@ impl Interrupts {
                 vectors.iter_mut().for_each(|v| *v = Vector::default());
             }
             (IrqAction::Trigger, IrqData::Eventfds(fds)) => {
+                // All or nothing: one unusable fd refuses the whole request.
+                let fds = fds
+                    .into_iter()
+                    .map(|fd| fd.map(IrqFd::new).transpose())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        warn!("SET_IRQS refused: {e}");
+                        Errno::INVAL
+                    })?;
                 for (v, fd) in vectors[range].iter_mut().zip(fds) {
                     v.eventfd = fd;
                 }
             }
-            (action, IrqData::None) => vectors[range].iter_mut().for_each(|v| apply(v, action)),
+            (action, IrqData::None) => {
+                for (i, v) in vectors[range.clone()].iter_mut().enumerate() {
+                    apply(range.start + i, v, action);
+                }
+            }
             (action, IrqData::Bool(flags)) => {
-                for (v, _) in vectors[range].iter_mut().zip(flags).filter(|(_, on)| *on) {
-                    apply(v, action);
+                let on = vectors[range.clone()].iter_mut().zip(flags).enumerate();
+                for (i, (v, _)) in on.filter(|(_, (_, on))| *on) {
+                    apply(range.start + i, v, action);
                 }
             }
             (_, IrqData::Eventfds(_)) => return Err(Errno::INVAL),
@@ -101,39 +117,40 @@ impl Interrupts {
     }
 }
 
-fn apply(v: &mut Vector, action: IrqAction) {
+fn apply(index: usize, v: &mut Vector, action: IrqAction) {
     match action {
         IrqAction::Mask => v.masked = true,
         IrqAction::Unmask => {
             v.masked = false;
             if std::mem::take(&mut v.pending) {
-                signal(v);
+                signal(index, v);
             }
         }
         IrqAction::Trigger => {
             if v.masked {
                 v.pending = true;
             } else {
-                signal(v);
+                signal(index, v);
             }
         }
     }
 }
 
-fn signal(v: &Vector) -> bool {
+/// Signals vector `index`'s eventfd, if any; a client that tampered with it loses it.
+fn signal(index: usize, v: &mut Vector) -> bool {
     let Some(fd) = &v.eventfd else { return false };
-    match rustix::io::write(fd, &1u64.to_ne_bytes()) {
-        Ok(_) => true,
-        Err(e) => {
-            warn!("cannot signal MSI-X eventfd: {e}");
-            false
-        }
+    let outcome = fd.signal();
+    if outcome == irq_fd::Signalled::Tampered {
+        v.eventfd = None;
     }
+    irq_fd::report(index, outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::fd::OwnedFd;
 
     fn eventfd() -> OwnedFd {
         rustix::event::eventfd(0, rustix::event::EventfdFlags::NONBLOCK).unwrap()
@@ -225,6 +242,21 @@ mod tests {
             )),
             Err(Errno::INVAL)
         );
+    }
+
+    #[test]
+    fn test_one_fd_that_is_not_an_eventfd_refuses_the_whole_request() {
+        let irqs = Interrupts::new(2);
+        let first = with_fd(&irqs, 0);
+        let (_read, write) = rustix::pipe::pipe().unwrap();
+        let fds = vec![Some(eventfd()), Some(write)];
+        assert_eq!(
+            irqs.set(request(IrqAction::Trigger, 0, 2, IrqData::Eventfds(fds))),
+            Err(Errno::INVAL)
+        );
+        assert!(irqs.trigger(0));
+        assert_eq!(count(&first), 1, "vector 0 kept its eventfd");
+        assert!(!irqs.trigger(1), "vector 1 got nothing");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Region and IRQ indexes follow Linux include/uapi/linux/vfio.h (VFIO_PCI_*_INDEX).
 
 pub mod interrupts;
+pub mod irq_fd;
 pub mod msix_table;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use rustix::io::Errno;
@@ -16,7 +18,7 @@ use crate::mem::GuestMemory;
 use crate::pci::header::{command, offset};
 use crate::pci::{BarSpec, ConfigSpace, CONFIG_SPACE_SIZE};
 use crate::vfio_user::{
-    Device, DmaMapRequest, DmaPort, DmaUnmapRequest, IrqDescription, IrqSetRequest,
+    Device, DmaLimits, DmaMapRequest, DmaPort, DmaUnmapRequest, IrqDescription, IrqSetRequest,
     RegionDescription,
 };
 
@@ -31,6 +33,10 @@ pub const NUM_REGIONS: u32 = 9;
 pub const MSIX_IRQ_INDEX: u32 = 2;
 /// Number of VFIO PCI IRQ indexes: INTx, MSI, MSI-X, ERR, REQ.
 pub const NUM_IRQS: u32 = 5;
+/// How long a disconnect waits for the function's threads to let go of the client's memory.
+/// Work stops at its next check after a reset (a page, a chunk, a DMA request the closed port
+/// fails at once), so this is a bound that only a bug reaches.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a device model shares with its endpoint: guest memory, interrupts and whether the
 /// function may master the bus. Cheap to clone into worker threads.
@@ -75,6 +81,14 @@ pub trait Function: Send {
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]);
     /// Function-level reset: back to power-on register state, jobs abandoned.
     fn reset(&mut self);
+    /// After a reset on disconnect: waits until no thread of the function runs work from
+    /// before the reset or holds guest memory, at most until `deadline`; says whether that
+    /// is so. Only called once the client is gone: while it is connected, device work may
+    /// be waiting for its replies, which the calling thread itself delivers. A function
+    /// without threads of its own has nothing to wait for.
+    fn quiesce(&mut self, _deadline: Instant) -> bool {
+        true
+    }
     /// After every guest config write (capability hooks ran), at construction and after
     /// every reset: follow the control registers.
     fn config_written(&mut self, _regs: &crate::pci::config::Registers) {}
@@ -265,14 +279,23 @@ impl<F: Function> Device for Endpoint<F> {
         Ok(())
     }
 
-    fn connected(&mut self, port: DmaPort) {
+    fn connected(&mut self, port: DmaPort, limits: DmaLimits) {
+        self.bus.mem.set_limits(limits);
         self.bus.mem.set_port(Some(port));
     }
 
     fn disconnected(&mut self) {
-        self.bus.mem.clear();
-        self.bus.irqs.clear();
+        // Stop the function first, so that no new work takes a new hold on the client's
+        // memory; then drop ours, and wait for the device threads to drop theirs.
         self.power_on();
+        self.bus.irqs.clear();
+        self.bus.mem.clear();
+        if !self.function.quiesce(Instant::now() + QUIESCE_TIMEOUT) {
+            warn!(
+                "device work from the last client still runs after {QUIESCE_TIMEOUT:?}; \
+                 serving the next client anyway"
+            );
+        }
     }
 }
 

@@ -8,14 +8,16 @@
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use log::{debug, info};
+use rustix::io::Errno;
 
-use crate::vfio_user::{DmaMapRequest, DmaPort, DmaPortError, DmaUnmapRequest};
+use crate::vfio_user::{DmaLimits, DmaMapRequest, DmaPort, DmaPortError, DmaUnmapRequest};
 
 use super::address::Gpa;
+use super::budget::{Budget, Lease};
 use super::mapping::{Mapping, MappingError};
 use super::table::{Backing, MapError, MapTable, Region};
 
@@ -39,12 +41,31 @@ pub enum MemError {
     Unaligned(Gpa),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     table: RwLock<Arc<MapTable>>,
     port: RwLock<Option<DmaPort>>,
     /// Bumped after every change of the table or the port (see [`ViewCache`]).
     generation: AtomicU64,
+    /// Most regions in the table (read under the table's write lock).
+    max_maps: RwLock<usize>,
+    /// The client's fd mappings, against [`DmaLimits::max_fd_maps`].
+    fd_maps: Arc<Budget>,
+    /// A map went to the client for want of budget since the last clear (said once).
+    budget_spent_said: AtomicBool,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            table: RwLock::default(),
+            port: RwLock::default(),
+            generation: AtomicU64::new(0),
+            max_maps: RwLock::new(DmaLimits::DEFAULT.max_maps),
+            fd_maps: Arc::new(Budget::new(DmaLimits::DEFAULT.max_fd_maps)),
+            budget_spent_said: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Shared handle to one client's guest memory; cheap to clone.
@@ -65,39 +86,78 @@ impl GuestMemory {
         Self::default()
     }
 
-    /// Replaces the table with `f(copy of the table)` (copy-on-write).
+    /// Sets what the client may make us hold (see [`DmaLimits`]).
+    pub fn set_limits(&self, limits: DmaLimits) {
+        *self
+            .inner
+            .max_maps
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = limits.max_maps;
+        self.inner.fd_maps.set_max(limits.max_fd_maps);
+    }
+
+    /// Replaces the table with `f(copy of the table, the map limit)` (copy-on-write; the copy
+    /// shares all but the changed path with the table).
     fn update<T>(
         &self,
-        f: impl FnOnce(&mut MapTable) -> Result<T, MapError>,
+        f: impl FnOnce(&mut MapTable, usize) -> Result<T, MapError>,
     ) -> Result<T, MapError> {
         let mut slot = self.inner.table.write().unwrap_or_else(|e| e.into_inner());
+        let max = *self
+            .inner
+            .max_maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let mut table = MapTable::clone(&slot);
-        let out = f(&mut table)?;
+        let out = f(&mut table, max)?;
         *slot = Arc::new(table);
         self.changed();
         Ok(out)
     }
 
-    /// Adds a DMA_MAP region; with an fd it is mapped into the server.
+    /// How a map with `fd` is reached: mapped into the server if the budgets allow and the fd
+    /// is fit for it; otherwise through the client (slower, never wrong).
+    fn backing(&self, request: &DmaMapRequest, fd: &OwnedFd) -> Result<Backing, MapError> {
+        let at = request.address;
+        let Some(lease) = Lease::take(&self.inner.fd_maps) else {
+            if !self.inner.budget_spent_said.swap(true, Ordering::Relaxed) {
+                info!(
+                    "DMA_MAP 0x{at:x}: fd mapping budget spent (client {}, process {}): this \
+                     and further maps go through the client",
+                    self.inner.fd_maps.max(),
+                    super::budget::process().max()
+                );
+            }
+            return Ok(Backing::Remote);
+        };
+        let mapping =
+            match Mapping::new(fd, request.fd_offset, request.size, request.writable, lease) {
+                Ok(mapping) => mapping,
+                Err(MappingError::NotSealed) => {
+                    info!("DMA_MAP 0x{at:x}: fd not sealed against shrinking, not mapping it");
+                    return Ok(Backing::Remote);
+                }
+                // Out of address space or VMAs after all.
+                Err(MappingError::Io(e))
+                    if e.raw_os_error() == Some(Errno::NOMEM.raw_os_error()) =>
+                {
+                    info!(
+                        "DMA_MAP 0x{at:x}: cannot map the fd ({e}), reaching it through the client"
+                    );
+                    return Ok(Backing::Remote);
+                }
+                Err(e) => return Err(e.into()),
+            };
+        Ok(Backing::Mapped {
+            mapping: Arc::new(mapping),
+            offset: 0,
+        })
+    }
+
+    /// Adds a DMA_MAP region; with an fd it is mapped into the server (see [`DmaLimits`]).
     pub fn map(&self, request: &DmaMapRequest, fd: Option<OwnedFd>) -> Result<(), MapError> {
         let backing = match fd {
-            Some(fd) => {
-                match Mapping::new(&fd, request.fd_offset, request.size, request.writable) {
-                    Ok(mapping) => Backing::Mapped {
-                        mapping: Arc::new(mapping),
-                        offset: 0,
-                    },
-                    // Slower, never wrong: the bytes go through DMA_READ/DMA_WRITE.
-                    Err(MappingError::NotSealed) => {
-                        info!(
-                            "DMA_MAP 0x{:x}: fd not sealed against shrinking, not mapping it",
-                            request.address
-                        );
-                        Backing::Remote
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Some(fd) => self.backing(request, &fd)?,
             None => Backing::Remote,
         };
         let remote = matches!(backing, Backing::Remote);
@@ -109,7 +169,7 @@ impl GuestMemory {
             backing,
         };
         let offset = if remote { 0 } else { request.fd_offset };
-        self.update(|t| t.insert(region, offset))?;
+        self.update(|t, max| t.insert(region, offset, max))?;
         let how = if remote {
             "without fd (DMA_READ/DMA_WRITE)"
         } else {
@@ -122,12 +182,12 @@ impl GuestMemory {
     /// Removes DMA_UNMAP'ed ranges. Accesses in flight keep their mapping alive until done.
     pub fn unmap(&self, request: &DmaUnmapRequest) -> Result<(), MapError> {
         match *request {
-            DmaUnmapRequest::All => self.update(|t| {
+            DmaUnmapRequest::All => self.update(|t, _| {
                 t.clear();
                 Ok(())
             }),
             DmaUnmapRequest::Range { address, size } => {
-                self.update(|t| t.remove(address, size).map(|_| ()))
+                self.update(|t, max| t.remove(address, size, max).map(|_| ()))
             }
         }
     }
@@ -136,7 +196,13 @@ impl GuestMemory {
     pub fn clear(&self) {
         *self.inner.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
         *self.inner.port.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.inner.budget_spent_said.store(false, Ordering::Relaxed);
         self.changed();
+    }
+
+    /// Number of the client's fds mapped now.
+    pub fn fd_map_count(&self) -> usize {
+        self.inner.fd_maps.used()
     }
 
     /// Sets the client port used for maps without fd.
@@ -223,30 +289,45 @@ impl GuestMemory {
 /// jobs): taking a snapshot costs a lock and reference counts, so it is taken again only
 /// when a map, unmap or (dis)connect happened since. Staleness is bounded by the caller:
 /// `current` at the start of each unit of work sees every change made before it.
+///
+/// A view keeps the client's mappings and its socket alive: a thread that goes idle calls
+/// [`ViewCache::release`], so that a client that left is not held past its last job.
 #[derive(Debug)]
 pub struct ViewCache {
     mem: GuestMemory,
     seen: u64,
-    view: MemView,
+    view: Option<MemView>,
 }
 
 impl ViewCache {
-    /// A cache of `mem`'s current view.
+    /// A cache of `mem`'s views, holding none yet.
     pub fn new(mem: GuestMemory) -> Self {
-        let seen = mem.inner.generation.load(Ordering::Acquire);
-        let view = mem.view();
-        ViewCache { mem, seen, view }
+        ViewCache {
+            mem,
+            seen: 0,
+            view: None,
+        }
     }
 
     /// The view, taken again if the maps changed since the last one.
     pub fn current(&mut self) -> &MemView {
         let now = self.mem.inner.generation.load(Ordering::Acquire);
-        if now != self.seen {
+        if self.view.is_none() || now != self.seen {
             // Generation first: a change racing with the snapshot bumps it again.
             self.seen = now;
-            self.view = self.mem.view();
+            self.view = Some(self.mem.view());
         }
-        &self.view
+        self.view.get_or_insert_with(|| self.mem.view())
+    }
+
+    /// Drops the view (and with it the mappings and client port it holds).
+    pub fn release(&mut self) {
+        self.view = None;
+    }
+
+    /// Whether a view is held.
+    pub fn holds_view(&self) -> bool {
+        self.view.is_some()
     }
 }
 
@@ -494,6 +575,25 @@ mod tests {
             cache.current().read_u64(Gpa(0x10000)),
             Err(MemError::Unmapped(_))
         ));
+    }
+
+    #[test]
+    fn test_released_view_cache_holds_no_mapping() {
+        let mem = memfd_memory(0x10000, 0x1000, true);
+        let mut cache = ViewCache::new(mem.clone());
+        assert!(
+            !cache.holds_view(),
+            "nothing is taken before the first access"
+        );
+        let mapping = match &cache.current().table.find(Gpa(0x10000)).unwrap().backing {
+            Backing::Mapped { mapping, .. } => Arc::downgrade(mapping),
+            Backing::Remote => unreachable!("memfd maps are mapped"),
+        };
+        mem.clear();
+        assert!(mapping.upgrade().is_some(), "the cached view still maps it");
+        cache.release();
+        assert!(mapping.upgrade().is_none(), "released: unmapped");
+        assert!(cache.current().read_u64(Gpa(0x10000)).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::budget::Lease;
+
 /// Why an fd could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
@@ -40,11 +42,19 @@ pub enum MappingError {
 pub struct Mapping {
     map: MmapRaw,
     writable: bool,
+    /// Counts the mapping against the fd-mapping budgets; dropped after `map` is unmapped.
+    _lease: Lease,
 }
 
 impl Mapping {
-    /// Maps `len` bytes of `fd` at `offset`, read-write or read-only.
-    pub fn new(fd: &OwnedFd, offset: u64, len: u64, writable: bool) -> Result<Self, MappingError> {
+    /// Maps `len` bytes of `fd` at `offset`, read-write or read-only, counted by `lease`.
+    pub fn new(
+        fd: &OwnedFd,
+        offset: u64,
+        len: u64,
+        writable: bool,
+        lease: Lease,
+    ) -> Result<Self, MappingError> {
         let end = offset.checked_add(len).ok_or(MappingError::TooLarge)?;
         // QEMU's memfd backend seals its memfds (seal=on by default); anything else is refused
         // here and reached through the client instead.
@@ -68,6 +78,7 @@ impl Mapping {
         Ok(Mapping {
             map: map.map_err(MappingError::Io)?,
             writable,
+            _lease: lease,
         })
     }
 

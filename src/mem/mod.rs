@@ -2,6 +2,7 @@
 //! Maps with an fd are mapped into the server; maps without one go through DMA_READ/DMA_WRITE.
 
 pub mod address;
+pub mod budget;
 pub mod guest;
 pub mod mapping;
 pub mod table;

@@ -1,10 +1,14 @@
 //! The DMA map table: which guest-physical ranges the client has mapped, and how to reach each.
 //! Semantics follow VFIO type1 as QEMU's vfio-user client expects them (spec DMA_MAP/DMA_UNMAP):
 //! a map never overlaps another; an unmap removes everything inside its range, splitting maps.
+//!
+//! The table is a persistent B-tree (`imbl::OrdMap`): a copy shares every node with the
+//! original and a change copies only the path to it, so the copy-on-write update that each
+//! DMA_MAP/UNMAP makes costs O(log n) however full the table is, not a copy of the table.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imbl::OrdMap;
 use rustix::io::Errno;
 
 use super::address::Gpa;
@@ -12,8 +16,6 @@ use super::mapping::{Mapping, MappingError};
 
 /// Granule of every map: QEMU's `pgsizes` is 4 KiB.
 pub const PAGE_SIZE: u64 = 4096;
-/// Most maps at once (we advertise it as `max_dma_maps`).
-pub const MAX_REGIONS: usize = 65535;
 
 /// How the bytes of a region are reached.
 #[derive(Clone, Debug)]
@@ -107,9 +109,12 @@ pub enum MapError {
         /// Size.
         size: u64,
     },
-    /// The table is full.
-    #[error("more than {MAX_REGIONS} maps")]
-    TooMany,
+    /// The table would hold more than `max` regions (a new map, or a cut inside one).
+    #[error("more than {max} maps")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
     /// The fd could not be mapped.
     #[error(transparent)]
     Mapping(#[from] MappingError),
@@ -122,7 +127,7 @@ impl MapError {
             MapError::Unaligned { .. } | MapError::BadRange { .. } => Errno::INVAL,
             MapError::Overlap { .. } => Errno::EXIST,
             MapError::NotMapped { .. } => Errno::NOENT,
-            MapError::TooMany => Errno::NOSPC,
+            MapError::TooMany { .. } => Errno::NOSPC,
             MapError::Mapping(MappingError::Io(e)) => e
                 .raw_os_error()
                 .map_or(Errno::INVAL, Errno::from_raw_os_error),
@@ -146,15 +151,16 @@ fn check_range(address: u64, size: u64, offset: u64) -> Result<u64, MapError> {
     }
 }
 
-/// Non-overlapping regions keyed by start address.
+/// Non-overlapping regions keyed by start address; cloning it is O(1).
 #[derive(Clone, Debug, Default)]
 pub struct MapTable {
-    regions: BTreeMap<u64, Arc<Region>>,
+    regions: OrdMap<u64, Arc<Region>>,
 }
 
 impl MapTable {
-    /// Adds a region, refusing bad ranges and overlaps. The fd offset is checked for alignment.
-    pub fn insert(&mut self, region: Region, fd_offset: u64) -> Result<(), MapError> {
+    /// Adds a region, refusing bad ranges, overlaps, and a table already holding `max`
+    /// regions. The fd offset is checked for alignment.
+    pub fn insert(&mut self, region: Region, fd_offset: u64, max: usize) -> Result<(), MapError> {
         let (address, size) = (region.start.0, region.size);
         let end = check_range(address, size, fd_offset)?;
         if let Some(existing) = self.overlapping(address, end).next() {
@@ -164,20 +170,26 @@ impl MapTable {
                 existing: existing.start,
             });
         }
-        if self.regions.len() >= MAX_REGIONS {
-            return Err(MapError::TooMany);
+        if self.regions.len() >= max {
+            return Err(MapError::TooMany { max });
         }
         self.regions.insert(address, Arc::new(region));
         Ok(())
     }
 
     /// Removes everything inside `[address, address + size)`, keeping the parts of regions
-    /// that stick out of it. Returns the number of bytes unmapped.
-    pub fn remove(&mut self, address: u64, size: u64) -> Result<u64, MapError> {
+    /// that stick out of it. Returns the number of bytes unmapped. A cut strictly inside one
+    /// region leaves two: refused, changing nothing, when the table holds `max` already.
+    pub fn remove(&mut self, address: u64, size: u64, max: usize) -> Result<u64, MapError> {
         let end = check_range(address, size, 0)?;
         let hit: Vec<Arc<Region>> = self.overlapping(address, end).cloned().collect();
-        if hit.is_empty() {
+        let [first, ..] = hit.as_slice() else {
             return Err(MapError::NotMapped { address, size });
+        };
+        // Every other cut leaves at most as many regions as it hits.
+        let splits = hit.len() == 1 && first.start.0 < address && end < first.end();
+        if splits && self.regions.len() >= max {
+            return Err(MapError::TooMany { max });
         }
         let mut removed = 0;
         for region in hit {
@@ -205,7 +217,7 @@ impl MapTable {
 
     /// The region containing `gpa`.
     pub fn find(&self, gpa: Gpa) -> Option<&Arc<Region>> {
-        let (_, region) = self.regions.range(..=gpa.0).next_back()?;
+        let (_, region) = self.regions.get_prev(&gpa.0)?;
         (gpa.0 < region.end()).then_some(region)
     }
 
@@ -223,8 +235,7 @@ impl MapTable {
     fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Arc<Region>> {
         let first = self
             .regions
-            .range(..=start)
-            .next_back()
+            .get_prev(&start)
             .filter(|(_, r)| r.end() > start);
         let first_key = first.map(|(k, _)| *k);
         first
@@ -242,6 +253,9 @@ impl MapTable {
 mod tests {
     use super::*;
 
+    /// A limit no test reaches.
+    const MAX: usize = 1 << 20;
+
     fn remote(start: u64, size: u64) -> Region {
         Region {
             start: Gpa(start),
@@ -255,12 +269,12 @@ mod tests {
     #[test]
     fn test_insert_overlap_returns_eexist() {
         let mut t = MapTable::default();
-        t.insert(remote(0x1000, 0x2000), 0).unwrap();
-        let err = t.insert(remote(0x2000, 0x1000), 0).unwrap_err();
+        t.insert(remote(0x1000, 0x2000), 0, MAX).unwrap();
+        let err = t.insert(remote(0x2000, 0x1000), 0, MAX).unwrap_err();
         assert_eq!(err.errno(), Errno::EXIST);
-        let err = t.insert(remote(0x0, 0x2000), 0).unwrap_err();
+        let err = t.insert(remote(0x0, 0x2000), 0, MAX).unwrap_err();
         assert_eq!(err.errno(), Errno::EXIST);
-        t.insert(remote(0x3000, 0x1000), 0).unwrap();
+        t.insert(remote(0x3000, 0x1000), 0, MAX).unwrap();
     }
 
     #[test]
@@ -272,10 +286,13 @@ mod tests {
             (0x1000, 0x800, 0),
             (0, 0x1000, 1),
         ] {
-            assert_eq!(t.insert(remote(a, s), o).unwrap_err().errno(), Errno::INVAL);
+            assert_eq!(
+                t.insert(remote(a, s), o, MAX).unwrap_err().errno(),
+                Errno::INVAL
+            );
         }
         assert_eq!(
-            t.insert(remote(u64::MAX - 0xfff, 0x2000), 0)
+            t.insert(remote(u64::MAX - 0xfff, 0x2000), 0, MAX)
                 .unwrap_err()
                 .errno(),
             Errno::INVAL
@@ -285,8 +302,8 @@ mod tests {
     #[test]
     fn test_remove_middle_splits_region() {
         let mut t = MapTable::default();
-        t.insert(remote(0x10000, 0x10000), 0).unwrap();
-        assert_eq!(t.remove(0x14000, 0x1000).unwrap(), 0x1000);
+        t.insert(remote(0x10000, 0x10000), 0, MAX).unwrap();
+        assert_eq!(t.remove(0x14000, 0x1000, MAX).unwrap(), 0x1000);
         assert_eq!(t.len(), 2);
         assert!(t.find(Gpa(0x13fff)).is_some());
         assert!(t.find(Gpa(0x14000)).is_none());
@@ -297,19 +314,75 @@ mod tests {
     #[test]
     fn test_remove_spanning_several_regions() {
         let mut t = MapTable::default();
-        t.insert(remote(0x0, 0x2000), 0).unwrap();
-        t.insert(remote(0x2000, 0x2000), 0).unwrap();
-        t.insert(remote(0x8000, 0x1000), 0).unwrap();
-        assert_eq!(t.remove(0x1000, 0x8000).unwrap(), 0x1000 + 0x2000 + 0x1000);
+        t.insert(remote(0x0, 0x2000), 0, MAX).unwrap();
+        t.insert(remote(0x2000, 0x2000), 0, MAX).unwrap();
+        t.insert(remote(0x8000, 0x1000), 0, MAX).unwrap();
+        assert_eq!(
+            t.remove(0x1000, 0x8000, MAX).unwrap(),
+            0x1000 + 0x2000 + 0x1000
+        );
         assert_eq!(t.len(), 1);
         assert_eq!(t.find(Gpa(0)).unwrap().size, 0x1000);
     }
 
     #[test]
+    fn test_limit_counts_the_region_a_cut_inside_one_adds() {
+        let mut t = MapTable::default();
+        for i in 0..4 {
+            t.insert(remote(i * 0x10000, 0x5000), 0, 4).unwrap();
+        }
+        let full = t.insert(remote(0x80000, 0x1000), 0, 4).unwrap_err();
+        assert_eq!(full.errno(), Errno::NOSPC);
+        let split = t.remove(0x1000, 0x1000, 4).unwrap_err();
+        assert_eq!(split.errno(), Errno::NOSPC);
+        assert_eq!(
+            t.find(Gpa(0x1000)).unwrap().size,
+            0x5000,
+            "refused: nothing changed"
+        );
+        assert_eq!(
+            t.remove(0x0, 0x1000, 4).unwrap(),
+            0x1000,
+            "an end: no new region"
+        );
+        assert_eq!(
+            t.remove(0x14000, 0x10000, 4).unwrap(),
+            0x5000,
+            "across two: none either"
+        );
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.remove(0x30000, 0x5000, 4).unwrap(), 0x5000);
+        assert_eq!(
+            t.remove(0x2000, 0x1000, 4).unwrap(),
+            0x1000,
+            "room for the split"
+        );
+        assert_eq!(t.len(), 4);
+        assert!(t.find(Gpa(0x1000)).is_some() && t.find(Gpa(0x3000)).is_some());
+    }
+
+    #[test]
+    fn test_clone_is_a_snapshot_the_original_does_not_change() {
+        let mut t = MapTable::default();
+        for i in 0..1000 {
+            t.insert(remote(i * 0x2000, 0x1000), 0, MAX).unwrap();
+        }
+        let snapshot = t.clone();
+        t.remove(0, 0x2000 * 500, MAX).unwrap();
+        t.insert(remote(0x1000, 0x1000), 0, MAX).unwrap();
+        assert_eq!((snapshot.len(), t.len()), (1000, 501));
+        assert!(snapshot.find(Gpa(0x2000)).is_some() && t.find(Gpa(0x2000)).is_none());
+        assert!(snapshot.find(Gpa(0x1000)).is_none() && t.find(Gpa(0x1000)).is_some());
+    }
+
+    #[test]
     fn test_remove_unknown_range_returns_enoent() {
         let mut t = MapTable::default();
-        t.insert(remote(0x0, 0x1000), 0).unwrap();
-        assert_eq!(t.remove(0x1000, 0x1000).unwrap_err().errno(), Errno::NOENT);
-        assert_eq!(t.remove(0x1000, 0).unwrap_err().errno(), Errno::INVAL);
+        t.insert(remote(0x0, 0x1000), 0, MAX).unwrap();
+        assert_eq!(
+            t.remove(0x1000, 0x1000, MAX).unwrap_err().errno(),
+            Errno::NOENT
+        );
+        assert_eq!(t.remove(0x1000, 0, MAX).unwrap_err().errno(), Errno::INVAL);
     }
 }

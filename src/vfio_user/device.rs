@@ -22,6 +22,35 @@ pub struct DmaMapRequest {
     pub writable: bool,
 }
 
+/// What one client may make us hold through DMA_MAP; a server option, handed to the device
+/// when the client connects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaLimits {
+    /// Most regions in the map table at once, regions that a partial unmap split included.
+    /// Advertised in the VERSION reply as `max_dma_maps`; a DMA_MAP, or a DMA_UNMAP cutting a
+    /// region in two, that would go past it is refused with ENOSPC.
+    pub max_maps: usize,
+    /// Most of the client's fds mapped into the server at once (each costs one of the
+    /// process's `vm.max_map_count` mappings; the process has its own budget besides). A map
+    /// with an fd beyond it is still accepted, and reached with DMA_READ/DMA_WRITE.
+    pub max_fd_maps: usize,
+}
+
+impl DmaLimits {
+    /// The defaults: 65,535 maps (as Linux VFIO type1's `dma_entry_limit`, U16_MAX), any of
+    /// them with its fd mapped while the process's budget lasts.
+    pub const DEFAULT: DmaLimits = DmaLimits {
+        max_maps: 65535,
+        max_fd_maps: 65535,
+    };
+}
+
+impl Default for DmaLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// A DMA_UNMAP request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DmaUnmapRequest {
@@ -113,8 +142,9 @@ pub trait Device: Send {
     fn dma_unmap(&mut self, request: DmaUnmapRequest) -> Result<(), Errno>;
     /// DEVICE_RESET.
     fn reset(&mut self) -> Result<(), Errno>;
-    /// A client connected; `port` sends DMA_READ/DMA_WRITE to it (never from this thread).
-    fn connected(&mut self, port: DmaPort);
+    /// A client connected; `port` sends DMA_READ/DMA_WRITE to it (never from this thread),
+    /// and `limits` bound what its DMA_MAPs may make us hold.
+    fn connected(&mut self, port: DmaPort, limits: DmaLimits);
     /// The client is gone: drop its maps, eventfds and port, and return to power-on state.
     fn disconnected(&mut self);
 }

@@ -31,6 +31,8 @@ pub struct Session {
     pub negotiated: bool,
     /// Largest DMA_READ/WRITE payload the client accepts.
     pub client_max_xfer: usize,
+    /// What we advertise as `max_dma_maps` (the device enforces it).
+    pub max_dma_maps: usize,
 }
 
 /// Splits a body into its fixed part `T` and the rest; EINVAL when too short.
@@ -95,7 +97,7 @@ fn version(body: &[u8], fds: Vec<OwnedFd>, session: &mut Session) -> Outcome {
         "max_msg_fds": MAX_MSG_FDS,
         "max_data_xfer_size": MAX_DATA_XFER,
         "pgsizes": DMA_PAGE_SIZE,
-        "max_dma_maps": 65535,
+        "max_dma_maps": session.max_dma_maps,
     }});
     let mut out = VersionBody {
         major: VERSION_MAJOR,

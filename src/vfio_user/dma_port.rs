@@ -91,7 +91,9 @@ struct Pending {
 }
 
 struct Inner {
-    writer: Arc<Mutex<UnixStream>>,
+    /// The connection's socket; taken away by [`DmaPort::close`], so that a clone of the port
+    /// that outlives the connection does not keep the client's socket open.
+    writer: Mutex<Option<Arc<Mutex<UnixStream>>>>,
     pending: Mutex<Pending>,
     reader: ThreadId,
     max_xfer: usize,
@@ -118,7 +120,7 @@ impl DmaPort {
         let pending = Mutex::new(Pending::default());
         DmaPort {
             inner: Arc::new(Inner {
-                writer,
+                writer: Mutex::new(Some(writer)),
                 pending,
                 reader,
                 max_xfer,
@@ -166,11 +168,18 @@ impl DmaPort {
         }
     }
 
-    /// Fails every outstanding and future request (the client is gone).
+    /// Fails every outstanding and future request and lets go of the socket (the client is
+    /// gone).
     pub fn close(&self) {
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.closed = true;
         pending.waiters.clear();
+        drop(pending);
+        self.writer().take();
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Option<Arc<Mutex<UnixStream>>>> {
+        self.inner.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn register(&self) -> Result<(u16, Receiver<Message>), DmaPortError> {
@@ -214,33 +223,41 @@ impl DmaPort {
             address,
             count: count as u64,
         };
+        let Some(writer) = self.writer().clone() else {
+            self.forget(msg_id);
+            return Err(DmaPortError::Closed);
+        };
         let sent = send_message(
-            &self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()),
+            &writer.lock().unwrap_or_else(|e| e.into_inner()),
             header,
             &[access.as_bytes(), data],
         );
         if let Err(e) = sent {
-            self.inner
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .waiters
-                .remove(&msg_id);
+            self.forget(msg_id);
+            // Part of the message may have gone out: the stream is no longer framed. Hang
+            // up, so that the connection ends instead of reading garbage.
+            let stream = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             return Err(DmaPortError::Io(e));
         }
         match rx.recv_timeout(REPLY_TIMEOUT) {
             Ok(reply) => Ok(reply),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(DmaPortError::Closed),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .waiters
-                    .remove(&msg_id);
+                self.forget(msg_id);
                 Err(DmaPortError::Timeout(REPLY_TIMEOUT))
             }
         }
+    }
+
+    /// Stops waiting for the reply to `msg_id`.
+    fn forget(&self, msg_id: u16) {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiters
+            .remove(&msg_id);
     }
 }
 
@@ -300,6 +317,19 @@ mod tests {
             port.write(0, &[1]).unwrap_err(),
             DmaPortError::Closed
         ));
+    }
+
+    #[test]
+    fn test_close_lets_go_of_the_socket() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let writer = Arc::new(Mutex::new(ours));
+        let port = DmaPort::new(writer.clone(), other, 1 << 20);
+        let clone = port.clone();
+        assert_eq!(Arc::strong_count(&writer), 2);
+        port.close();
+        assert_eq!(Arc::strong_count(&writer), 1, "the clone holds no socket");
+        assert!(matches!(clone.read(0, &mut [0]), Err(DmaPortError::Closed)));
     }
 
     #[test]

@@ -12,8 +12,8 @@ pub mod transport;
 
 pub use cpu_latency::CpuLatency;
 pub use device::{
-    Device, DmaMapRequest, DmaUnmapRequest, IrqAction, IrqData, IrqDescription, IrqSetRequest,
-    RegionDescription,
+    Device, DmaLimits, DmaMapRequest, DmaUnmapRequest, IrqAction, IrqData, IrqDescription,
+    IrqSetRequest, RegionDescription,
 };
 pub use dma_port::{DmaPort, DmaPortError};
 pub use poll::PollWindow;

@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex};
 use log::{debug, info, warn};
 
 use super::cpu_latency::{CpuLatency, LatencyHold};
-use super::device::Device;
+use super::device::{Device, DmaLimits};
 use super::dispatch::{handle, Session};
 use super::dma_port::DmaPort;
 use super::poll::{spin_until_readable, PollWindow};
 use super::protocol::{header_flags, Header, MessageType};
 use super::transport::{recv_message, send_message, TransportError};
+
+/// How long a send to the client may wait for room in its socket before we give up on it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listening socket at `path`, replacing a stale socket file left by a previous run.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -34,6 +37,8 @@ pub struct ServerOptions {
     /// Held while inside the poll window, so QEMU's own threads wake up fast too (see
     /// [`CpuLatency`]).
     pub cpu_latency: CpuLatency,
+    /// What a client may make us hold through DMA_MAP; `max_maps` is advertised.
+    pub dma: DmaLimits,
 }
 
 /// Serves clients on `listener` one after another, forever. A client that leaves, or breaks the
@@ -53,15 +58,24 @@ pub fn serve(
     }
 }
 
-/// Serves one connection until the client closes it or breaks framing.
+/// Serves one connection until the client closes it or breaks framing. When it returns, the
+/// device has let go of everything the client gave it (see [`Device::disconnected`]).
 pub fn serve_connection(
     stream: UnixStream,
     device: &mut dyn Device,
     options: &ServerOptions,
 ) -> Result<(), TransportError> {
     let _reader = super::dma_port::reader_thread();
+    // A client that stops reading must not hold a reply, or a device thread's DMA request,
+    // in a blocking send forever (the option is the socket's: the clone shares it).
+    stream
+        .set_write_timeout(Some(SEND_TIMEOUT))
+        .map_err(TransportError::Io)?;
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(TransportError::Io)?));
-    let mut session = Session::default();
+    let mut session = Session {
+        max_dma_maps: options.dma.max_maps,
+        ..Session::default()
+    };
     let mut port: Option<DmaPort> = None;
     let result = connection_loop(&stream, &writer, device, &mut session, &mut port, options);
     if let Some(port) = port {
@@ -124,7 +138,7 @@ fn connection_loop(
                         std::thread::current().id(),
                         session.client_max_xfer,
                     );
-                    device.connected(p.clone());
+                    device.connected(p.clone(), options.dma);
                     *port = Some(p);
                 }
             }

@@ -357,8 +357,8 @@ impl RemappingUnit {
 mod tests {
     use super::*;
     use crate::vtd::request::Access;
-    use crate::vtd::SourceId;
     use crate::vtd::sink::RecordingSink;
+    use crate::vtd::SourceId;
 
     fn unit(config: VtdConfig) -> RemappingUnit {
         RemappingUnit::new(config, GuestMemory::new())

@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod ram;
+pub mod socket;
 
 use std::io::{IoSlice, Write};
 use std::mem::MaybeUninit;
@@ -71,6 +72,11 @@ pub fn request(msg_id: u16, command: u16, flags: u32) -> Header {
 }
 
 impl RawClient {
+    /// A client speaking on `sock`.
+    pub fn new(sock: UnixStream) -> Self {
+        RawClient { sock, next_id: 0 }
+    }
+
     /// Sends raw bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.sock.write_all(bytes).unwrap();

@@ -37,3 +37,12 @@ pub fn shared_guest_memory(size: u64) -> (File, GuestMemory) {
         .unwrap();
     (memfd, mem)
 }
+
+/// Like [`sealed_memfd`], named `name` (so that its mappings can be found in /proc/self/maps).
+pub fn named_sealed_memfd(name: &str, size: u64) -> File {
+    let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+    let file = File::from(rustix::fs::memfd_create(name, flags).unwrap());
+    file.set_len(size).unwrap();
+    rustix::fs::fcntl_add_seals(&file, rustix::fs::SealFlags::SHRINK).unwrap();
+    file
+}
