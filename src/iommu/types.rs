@@ -87,6 +87,14 @@ pub struct Perms {
 }
 
 impl Perms {
+    /// Everything allowed: what an untranslated (identity) mapping grants.
+    pub const ALL: Perms = Perms {
+        read: true,
+        write: true,
+        exec: true,
+        privileged: true,
+    };
+
     /// Whether these permissions allow `access`.
     pub const fn allow(&self, access: Access) -> bool {
         (self.read || !access.read)

@@ -127,12 +127,7 @@ impl RemappingUnit {
             return Ok(Translation {
                 output: req.addr,
                 page_size: UNTRANSLATED_PAGE_SIZE,
-                perms: Perms {
-                    read: true,
-                    write: true,
-                    exec: true,
-                    privileged: true,
-                },
+                perms: Perms::ALL,
                 domain: DomainId::default(),
             });
         }

@@ -174,12 +174,7 @@ fn identity(addr: u64) -> IoTranslation {
     IoTranslation {
         output: addr,
         page_size: UNTRANSLATED_PAGE_SIZE,
-        perms: Perms {
-            read: true,
-            write: true,
-            exec: true,
-            privileged: true,
-        },
+        perms: Perms::ALL,
     }
 }
 
