@@ -66,6 +66,8 @@ pub struct FrontEnd {
     shared: Arc<Shared>,
     work: Mutex<Sender<Work>>,
     thread: Option<JoinHandle<()>>,
+    /// The devices whose faults it handles.
+    devices: Vec<DeviceId>,
 }
 
 impl std::fmt::Debug for FrontEnd {
@@ -112,6 +114,7 @@ impl FrontEnd {
             shared,
             work: Mutex::new(work),
             thread: Some(thread),
+            devices: devices.to_vec(),
         }
     }
 
@@ -171,6 +174,10 @@ impl FrontEnd {
 
 impl Drop for FrontEnd {
     fn drop(&mut self) {
+        for &device in &self.devices {
+            // Pending page requests of the device are answered Invalid Request by the host.
+            let _ = self.shared.iommu.unregister_fault_handler(device);
+        }
         self.send(Work::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
