@@ -15,13 +15,13 @@ mod qemu;
 use guest::{Boot, Server};
 use qemu::{Iommu, Kernel, Memory};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const TARGET: f64 = 0.80;
 
 /// Nanoseconds per job for each length, from one boot.
 fn boot(kernel: &Kernel, iommu: Iommu) -> BTreeMap<u64, u64> {
     let mut server = Server::start(&format!("bench-iommu-{}", iommu.name()), iommu);
-    let append = format!("{} vsvm.iters=30", iommu.kernel_args());
+    let append = format!("{} vsvm.iters=60", iommu.kernel_args());
     let run = server.boot(&Boot {
         kernel,
         tests: &["copy-bench"],
