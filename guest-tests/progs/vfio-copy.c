@@ -5,19 +5,23 @@
  * The guest kernel builds the IOMMU tables for our IOVAs; the vsvm VT-d unit
  * translates them when the device copies.
  *
- *   vfio-copy [--len N] [--src-iova A] [--dst-iova B] [--timeout-ms T] BDF
+ *   vfio-copy [--len N] [--src-iova A] [--dst-iova B] [--huge] [--timeout-ms T] BDF
  *
  * BDF (e.g. 0000:00:04.0) must be bound to vfio-pci. Steps:
  *   1. container and group: API version, type1 support, group viable,
  *      VFIO_SET_IOMMU (TYPE1v2, else TYPE1), the device fd;
  *   2. PCI COMMAND through the config region: memory decode + bus master;
- *   3. two anonymous buffers of N bytes (default 64 KiB) mapped with
- *      VFIO_IOMMU_MAP_DMA at IOVAs far from guest RAM (default 4 GiB and
- *      5 GiB - 32 KiB: above a small guest's RAM, so an IOMMU that let an
- *      IOVA through untranslated would make the job fail; the destination
- *      straddles a 2 MiB boundary, so two leaf tables serve it) — the source
- *      read-only, the destination read/write;
- *   4. job 1: copy source -> destination by IOVA; every byte must match;
+ *   3. two anonymous buffers mapped with VFIO_IOMMU_MAP_DMA at IOVAs far from
+ *      guest RAM (by default 64 KiB at 4 GiB and 5 GiB - 32 KiB: above a small
+ *      guest's RAM, so an IOMMU that let an IOVA through untranslated would
+ *      make the job fail; the destination straddles a 1 GiB boundary, so two
+ *      leaf and two directory tables serve it) — the source read-only, the
+ *      destination read/write. With --huge each buffer is one 2 MiB
+ *      transparent huge page mapped at a 2 MiB aligned IOVA (4 GiB and
+ *      5 GiB - 2 MiB), which the guest's IOMMU driver maps with a large-page
+ *      entry, and the job copies 1 MiB from the middle of it;
+ *   4. job 1: copy source -> destination by IOVA; every byte must match, and
+ *      the destination around the job must be untouched;
  *   5. VFIO_IOMMU_UNMAP_DMA the destination, job 2 on the same IOVAs: must end
  *      in error with TRANSLATION, and neither buffer may change (a stale
  *      IOTLB/ATC entry would let the write through into the old pages);
@@ -63,6 +67,7 @@
 #define ACCEL_MAJOR	1u
 
 #define PAGE		4096ul
+#define HUGE		(2ul << 20)
 #define FILL_BYTE	0xa5	/* what a buffer holds where the device must not write */
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -94,7 +99,7 @@ static void say(const char *fmt, ...)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: vfio-copy [--len N] [--src-iova A] [--dst-iova B] "
+	fprintf(stderr, "usage: vfio-copy [--len N] [--src-iova A] [--dst-iova B] [--huge] "
 			"[--timeout-ms T] BDF\n");
 	exit(2);
 }
@@ -286,7 +291,7 @@ static void check_fill(const uint8_t *got, size_t len, const char *what)
 {
 	for (size_t i = 0; i < len; i++)
 		if (got[i] != FILL_BYTE)
-			fail("%s: byte %zu of %zu is %#04x: the device wrote it after the unmap",
+			fail("%s: byte %zu of %zu is %#04x: the device wrote where it must not",
 			     what, i, len, got[i]);
 }
 
@@ -400,13 +405,35 @@ static void enable_device(const struct dev *d)
 	    id, ver >> 16, ver & 0xffff);
 }
 
-static void *alloc_buf(size_t len, const char *what)
+/*
+ * An anonymous buffer of len bytes aligned to align. With huge, it asks for a
+ * transparent huge page and fails unless one backs the whole buffer: then
+ * type1 finds 2 MiB of contiguous pages and the guest's IOMMU driver maps them
+ * with one large-page entry, when the IOVA is 2 MiB aligned too.
+ */
+static uint8_t *alloc_buf(size_t len, int huge, const char *what)
 {
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t align = huge ? HUGE : PAGE;
+	uint8_t *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
 
 	if (p == MAP_FAILED)
-		fail("mmap %zu bytes for the %s: %s", len, what, strerror(errno));
-	return p;
+		fail("mmap %zu bytes for the %s: %s", len + align, what, strerror(errno));
+	uint8_t *buf = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (huge && madvise(buf, len, MADV_HUGEPAGE) < 0)
+		fail("madvise(MADV_HUGEPAGE) on the %s: %s", what, strerror(errno));
+	memset(buf, FILL_BYTE, len);	/* faults the pages in */
+	if (!huge)
+		return buf;
+	uint64_t pa0 = phys_of(buf);
+	int contiguous = pa0 && pa0 % HUGE == 0;
+	for (size_t o = PAGE; contiguous && o < len; o += PAGE)
+		contiguous = phys_of(buf + o) == pa0 + o;
+	if (!contiguous)
+		fail("no transparent huge page backs the %s (first page at guest-physical %#" PRIx64
+		     "; see /sys/kernel/mm/transparent_hugepage/enabled)", what, pa0);
+	say("%s: a 2 MiB transparent huge page at guest-physical %#" PRIx64, what, pa0);
+	return buf;
 }
 
 static void expect_done(uint32_t st, const char *job)
@@ -416,25 +443,35 @@ static void expect_done(uint32_t st, const char *job)
 		     VSVM_ACCEL_ST_STATE(st), VSVM_ACCEL_ST_ERR(st));
 }
 
+/* The destination outside the job's bytes must keep FILL_BYTE. */
+static void check_around(const uint8_t *dst, size_t map_len, size_t off, size_t len,
+			 const char *what)
+{
+	check_fill(dst, off, what);
+	check_fill(dst + off + len, map_len - off - len, what);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "len", required_argument, NULL, 'l' },
 		{ "src-iova", required_argument, NULL, 's' },
 		{ "dst-iova", required_argument, NULL, 'd' },
+		{ "huge", no_argument, NULL, 'H' },
 		{ "timeout-ms", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	uint64_t len = 64 * 1024, src_iova = 0x100000000ull, dst_iova = 0x140000000ull - 0x8000;
+	uint64_t len = 0, src_iova = 0x100000000ull, dst_iova = 0;
 	unsigned timeout_ms = 10000;
-	int c;
+	int c, huge = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': len = parse_num(optarg, "length"); break;
 		case 's': src_iova = parse_num(optarg, "source IOVA"); break;
 		case 'd': dst_iova = parse_num(optarg, "destination IOVA"); break;
+		case 'H': huge = 1; break;
 		case 't': timeout_ms = (unsigned)parse_num(optarg, "timeout"); break;
 		default: usage();
 		}
@@ -442,65 +479,79 @@ int main(int argc, char **argv)
 	if (optind + 1 != argc)
 		usage();
 	const char *bdf = argv[optind];
+	/*
+	 * Defaults: 64 KiB at 4 GiB and 5 GiB - 32 KiB; with --huge 1 MiB in the middle of
+	 * 2 MiB mappings at 4 GiB and 5 GiB - 2 MiB (large pages need 2 MiB aligned IOVAs).
+	 */
+	if (!len)
+		len = huge ? VSVM_ACCEL_MAX_LEN : 64 * 1024;
+	if (!dst_iova)
+		dst_iova = 0x140000000ull - (huge ? HUGE : 0x8000);
+	uint64_t map_len = huge ? HUGE : len, off = huge ? (HUGE - len) / 2 / PAGE * PAGE : 0;
 	if (len == 0 || len % PAGE || len > VSVM_ACCEL_MAX_LEN || src_iova % PAGE ||
 	    dst_iova % PAGE)
 		fail("length and IOVAs must be page multiples, length 1 page .. %u bytes",
 		     VSVM_ACCEL_MAX_LEN);
-	if (src_iova < dst_iova + len && dst_iova < src_iova + len)
+	if (huge && (src_iova % HUGE || dst_iova % HUGE))
+		fail("--huge needs 2 MiB aligned IOVAs");
+	if (src_iova < dst_iova + map_len && dst_iova < src_iova + map_len)
 		fail("source and destination IOVA ranges overlap");
+	uint64_t job_src = src_iova + off, job_dst = dst_iova + off;
 
 	int container;
 	struct dev d;
 	open_device(bdf, &container, &d);
 	enable_device(&d);
 
-	uint8_t *src = alloc_buf(len, "source"), *dst = alloc_buf(len, "destination");
+	uint8_t *src = alloc_buf(map_len, huge, "source");
+	uint8_t *dst = alloc_buf(map_len, huge, "destination");
 	uint8_t *want = malloc(len);
 	if (!want)
 		fail("out of memory");
 	pattern_bytes(want, len, 1);
-	memcpy(src, want, len);
-	memset(dst, FILL_BYTE, len);
+	memcpy(src + off, want, len);
 	/* MAP_DMA pins the pages: after it they have the physical addresses the device reaches. */
-	map_dma(container, src, src_iova, len, VFIO_DMA_MAP_FLAG_READ, "source");
-	map_dma(container, dst, dst_iova, len, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+	map_dma(container, src, src_iova, map_len, VFIO_DMA_MAP_FLAG_READ, "source");
+	map_dma(container, dst, dst_iova, map_len, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
 		"destination");
-	check_not_identity(src, src_iova, len, "source");
-	check_not_identity(dst, dst_iova, len, "destination");
+	check_not_identity(src, src_iova, map_len, "source");
+	check_not_identity(dst, dst_iova, map_len, "destination");
 
-	uint32_t st = run_job(&d, src_iova, dst_iova, (uint32_t)len, timeout_ms);
+	uint32_t st = run_job(&d, job_src, job_dst, (uint32_t)len, timeout_ms);
 	expect_done(st, "job 1 (mapped)");
-	check_bytes(dst, want, len, "job 1: destination");
+	check_bytes(dst + off, want, len, "job 1: destination");
+	check_around(dst, map_len, off, len, "job 1: destination outside the job");
 	say("job 1: copied %" PRIu64 " bytes iova %#" PRIx64 " -> %#" PRIx64 ", every byte right",
-	    len, src_iova, dst_iova);
+	    len, job_src, job_dst);
 
-	unmap_dma(container, dst_iova, len, "destination");
-	memset(dst, FILL_BYTE, len);
-	st = run_job(&d, src_iova, dst_iova, (uint32_t)len, timeout_ms);
+	unmap_dma(container, dst_iova, map_len, "destination");
+	memset(dst, FILL_BYTE, map_len);
+	st = run_job(&d, job_src, job_dst, (uint32_t)len, timeout_ms);
 	if (VSVM_ACCEL_ST_STATE(st) != VSVM_ACCEL_ST_ERROR ||
 	    VSVM_ACCEL_ST_ERR(st) != VSVM_ACCEL_ERR_TRANSLATION)
 		fail("job 2 (destination unmapped): DMA_STATUS %#x (state %u, error %u), want error "
 		     "TRANSLATION (%u); %zu of %" PRIu64 " bytes of the old destination pages "
 		     "changed (nonzero: written through a stale IOTLB/ATC translation)", st,
 		     VSVM_ACCEL_ST_STATE(st), VSVM_ACCEL_ST_ERR(st), VSVM_ACCEL_ERR_TRANSLATION,
-		     count_changed(dst, len), len);
-	check_bytes(src, want, len, "job 2: source");
-	check_fill(dst, len, "job 2: old destination pages");
+		     count_changed(dst, map_len), map_len);
+	check_bytes(src + off, want, len, "job 2: source");
+	check_fill(dst, map_len, "job 2: old destination pages");
 	say("job 2: destination iova %#" PRIx64 " unmapped -> DMA_STATUS %#x (error TRANSLATION); "
-	    "source and old destination pages untouched", dst_iova, st);
+	    "source and old destination pages untouched", job_dst, st);
 
 	pattern_bytes(want, len, 2);
-	memcpy(src, want, len);
-	map_dma(container, dst, dst_iova, len, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+	memcpy(src + off, want, len);
+	map_dma(container, dst, dst_iova, map_len, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
 		"destination again");
-	st = run_job(&d, src_iova, dst_iova, (uint32_t)len, timeout_ms);
+	st = run_job(&d, job_src, job_dst, (uint32_t)len, timeout_ms);
 	expect_done(st, "job 3 (remapped)");
-	check_bytes(dst, want, len, "job 3: destination");
+	check_bytes(dst + off, want, len, "job 3: destination");
+	check_around(dst, map_len, off, len, "job 3: destination outside the job");
 	say("job 3: destination mapped again, copied %" PRIu64 " bytes of a new pattern, every "
 	    "byte right", len);
 
-	unmap_dma(container, dst_iova, len, "destination");
-	unmap_dma(container, src_iova, len, "source");
+	unmap_dma(container, dst_iova, map_len, "destination");
+	unmap_dma(container, src_iova, map_len, "source");
 	close(d.fd);
 	close(container);
 	say("PASS");
