@@ -14,7 +14,8 @@ use crate::iommu::{
     CacheInvalidate, CacheType, DeviceId, Granularity, HostIommu, PageResponse, Pasid,
 };
 use crate::vtd::cache::{
-    ContextInvalidation, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
+    masked_source_match, ContextInvalidation, IotlbInvalidation, PasidCacheInvalidation,
+    PasidIotlbInvalidation,
 };
 use crate::vtd::ids::DomainId;
 use crate::vtd::qi::Executor;
@@ -129,16 +130,11 @@ impl Executor for Forwarder<'_> {
                 function_mask,
                 ..
             } => {
-                // FM: source-id bits 2:0 that do not count (0: none, 1: bit 2, ...).
-                let ignore = match function_mask {
-                    0 => 0,
-                    m => (1u16 << (m + 1)) - 1,
-                } & 0b111;
                 let ids: Vec<DeviceId> = self
                     .devices
                     .iter()
                     .map(|(&id, _)| id)
-                    .filter(|id| source(*id).0 | ignore == sid.0 | ignore)
+                    .filter(|id| masked_source_match(source(*id), sid, function_mask))
                     .collect();
                 for id in ids {
                     self.devices.refresh_device(id, tables, iommu, counters);

@@ -38,6 +38,19 @@ pub enum ContextInvalidation {
     },
 }
 
+/// Whether `a` and `b` name the same device once the function mask FM of a device-selective
+/// context-cache invalidation is applied (11.4.7 CCMD.FM: 0 none, 1 ignores source-id bit 2,
+/// 2 bits 2:1, 3 bits 2:0).
+pub fn masked_source_match(a: SourceId, b: SourceId, function_mask: u8) -> bool {
+    let ignored = match function_mask {
+        0 => 0,
+        1 => 0b100,
+        2 => 0b110,
+        _ => 0b111,
+    };
+    (a.0 | ignored) == (b.0 | ignored)
+}
+
 /// IOTLB invalidation for requests without PASID and PGTT second-stage / pass-through entries
 /// (IOTLB register or IOTLB invalidate descriptor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,14 +237,8 @@ impl Caches {
                 function_mask,
                 ..
             } => {
-                let ignored = match function_mask {
-                    0 => 0,
-                    1 => 0b100,
-                    2 => 0b110,
-                    _ => 0b111,
-                };
                 self.context
-                    .retain(|key, _| (key.0 | ignored) != (source.0 | ignored));
+                    .retain(|key, _| !masked_source_match(*key, source, function_mask));
             }
         }
     }
@@ -526,6 +533,17 @@ mod tests {
         assert_eq!(c.stats().iotlb.entries, 4, "PASID 6 untouched");
         c.invalidate_iotlb(IotlbInvalidation::Domain(DomainId(1)));
         assert_eq!(c.stats().iotlb.entries, 0);
+    }
+
+    #[test]
+    fn test_masked_source_match_ignores_the_masked_function_bits() {
+        let (a, b) = (SourceId::new(0, 4, 0), SourceId::new(0, 4, 4));
+        assert!(!masked_source_match(a, b, 0));
+        assert!(masked_source_match(a, b, 1), "FM 1 ignores bit 2");
+        assert!(!masked_source_match(a, SourceId::new(0, 4, 2), 1));
+        assert!(masked_source_match(a, SourceId::new(0, 4, 6), 2));
+        assert!(masked_source_match(a, SourceId::new(0, 4, 7), 3));
+        assert!(!masked_source_match(a, SourceId::new(0, 5, 0), 3));
     }
 
     #[test]
