@@ -21,7 +21,7 @@ const TARGET: f64 = 0.80;
 /// Nanoseconds per job for each length, from one boot.
 fn boot(kernel: &Kernel, iommu: Iommu) -> BTreeMap<u64, u64> {
     let mut server = Server::start(&format!("bench-iommu-{}", iommu.name()), iommu);
-    let append = format!("{} vsvm.iters=60", iommu.kernel_args());
+    let append = format!("{} vsvm.iters=100", iommu.kernel_args());
     let run = server.boot(&Boot {
         kernel,
         tests: &["copy-bench"],
@@ -61,16 +61,26 @@ fn main() {
     let mut off: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut on: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for round in 0..ROUNDS {
-        for (len, ns) in boot(&kernel, Iommu::Off) {
-            off.entry(len).or_default().push(ns);
-        }
-        for (len, ns) in boot(&kernel, Iommu::Scalable) {
-            on.entry(len).or_default().push(ns);
+        // Alternate which goes first, so that drift of the machine does not favour one.
+        let order = if round % 2 == 0 {
+            [Iommu::Off, Iommu::Scalable]
+        } else {
+            [Iommu::Scalable, Iommu::Off]
+        };
+        for iommu in order {
+            let into = if iommu == Iommu::Off {
+                &mut off
+            } else {
+                &mut on
+            };
+            for (len, ns) in boot(&kernel, iommu) {
+                into.entry(len).or_default().push(ns);
+            }
         }
         eprintln!("iommu bench: round {} of {ROUNDS} done", round + 1);
     }
     println!(
-        "\nplain-engine copy, guest kernel {}, {ROUNDS} rounds (medians of per-boot means)",
+        "\nplain-engine copy, guest kernel {}, {ROUNDS} rounds (medians of per-boot median jobs)",
         kernel.release
     );
     println!(

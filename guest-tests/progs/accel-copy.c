@@ -68,6 +68,13 @@ static unsigned long parse_num(const char *s, const char *what)
 	return v;
 }
 
+static int cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
 static struct vsvm_accel_info info(int fd)
 {
 	struct vsvm_accel_info in;
@@ -130,6 +137,10 @@ int main(int argc, char **argv)
 		fail("out of memory for %lu-byte buffers", len);
 
 	uint64_t total_ns = 0;
+	/* Per-job times, for the median (a mean follows the slowest jobs of a noisy guest). */
+	uint64_t *job_ns = calloc(iters, sizeof(*job_ns));
+	if (!job_ns)
+		fail("out of memory for %lu job times", iters);
 	uint32_t irq_seen = 0, last_status = 0;
 	for (unsigned long k = 0; k < iters; k++) {
 		struct vsvm_accel_copy job;
@@ -171,11 +182,15 @@ int main(int argc, char **argv)
 			     job.irq_seen, use_irq ? 1u : 0u);
 		irq_seen += job.irq_seen;
 		total_ns += job.ns;
+		job_ns[k] = job.ns;
 	}
 
 	struct vsvm_accel_info after = info(fd);
 	printf("accel-copy: irq_count %u jobs_done %u, %" PRIu64 " ns/job\n",
 	       after.irq_count, after.jobs_done, total_ns / iters);
+	qsort(job_ns, iters, sizeof(*job_ns), cmp_u64);
+	printf("accel-copy: median %" PRIu64 " ns/job\n", job_ns[iters / 2]);
+	free(job_ns);
 	uint32_t want_irqs = use_irq ? (uint32_t)iters : 0;
 	if (after.irq_count - before.irq_count != want_irqs)
 		fail("irq_count went from %u to %u over %lu jobs, want +%u",
