@@ -716,6 +716,40 @@ fn test_page_requests_reach_the_guest_which_maps_the_pages_and_the_job_completes
     assert_eq!(e.drv.svm().unwrap().pri().outstanding(), 0);
 }
 
+/// Regression: the limit of page requests is per page. A MEMMOVE runs under one fence hold,
+/// and counting its misses over the whole job failed it with PAGE_FAULT after eight missing
+/// pages, without a page request for the ninth (seen with a 7.3 guest writing a never-touched
+/// 1 MiB buffer).
+#[test]
+fn test_memmove_into_many_missing_pages_sends_a_request_for_each() {
+    const PAGES: u64 = 24;
+    let mut e = E2e::new();
+    e.drv.enable_wq(0, true);
+    e.mmap(PASID_A, BUF_VA, PAGES);
+    let data = pattern((PAGES * PAGE) as usize, 5);
+    e.write_va(PASID_A, BUF_VA, &data);
+    e.reserve(PASID_A, DST_VA, PAGES); // never touched: every page faults
+    let r = e.run(
+        0,
+        PASID_A,
+        Descriptor::memmove(BUF_VA, DST_VA, (PAGES * PAGE) as u32),
+    );
+    assert_eq!(r.status(), Some(Status::Success), "{r:?}");
+    assert_eq!(e.read_va(PASID_A, DST_VA, data.len()), data);
+    let mut writes: Vec<u64> = e
+        .faults
+        .page_requests()
+        .iter()
+        .filter(|r| r.access.write)
+        .map(|r| r.addr)
+        .collect();
+    writes.sort_unstable();
+    assert_eq!(
+        writes,
+        (0..PAGES).map(|i| DST_VA + i * PAGE).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn test_invalid_request_fails_the_job_with_the_faulting_address() {
     let mut e = E2e::new();

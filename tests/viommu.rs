@@ -297,7 +297,39 @@ fn test_page_request_lands_in_the_guest_prq_and_the_response_goes_back() {
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].group, 7);
     assert_eq!(responses[0].code, PageResponseCode::Success);
-    assert_eq!(w.m.unit.0.stats().page_responses, 1);
+    let stats = w.m.unit.0.stats();
+    assert_eq!((stats.page_requests, stats.page_responses), (1, 1));
+}
+
+/// A stop marker (a PASID drained) lands in the guest's PRQ like a page request but wants no
+/// response: it is counted apart, so page requests and responses stay comparable.
+#[test]
+fn test_stop_marker_lands_in_the_prq_and_is_counted_apart() {
+    let mut w = world();
+    let (_, dir) = w.dma_domain();
+    w.sva(dir);
+    w.m.enable_prq(PRQ_ORDER);
+    w.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
+    w.iommu.page_request(PageRequest {
+        device: ID,
+        pasid: Some(Pasid::new(PASID).unwrap()),
+        addr: 0,
+        access: Access::default(),
+        group: 0,
+        last: true,
+    });
+    w.m.unit.0.flush();
+    let descs = w.m.drain_prq(4096 << PRQ_ORDER);
+    assert_eq!(descs.len(), 1);
+    let [qw0, qw1, ..] = descs[0];
+    assert_eq!((qw0 >> 32) & 0xf_ffff, u64::from(PASID));
+    assert_eq!(
+        qw1 & 7,
+        4,
+        "last in group, neither read nor write: a stop marker"
+    );
+    let stats = w.m.unit.0.stats();
+    assert_eq!((stats.page_requests, stats.stop_markers), (0, 1));
 }
 
 #[test]

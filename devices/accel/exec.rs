@@ -16,7 +16,7 @@ use super::svm::{self, Miss, Space, Xlat};
 use super::swerr::Origin;
 use super::wq::{Slot, Views, WorkQueue};
 use crate::iommu::PageResponseCode;
-use crate::mem::{Gpa, MemError, MemView};
+use crate::mem::{Gpa, MemError, MemView, PAGE_SIZE};
 use crate::pri::PriError;
 
 /// Page requests for one page before the fault is reported: a handler that keeps answering
@@ -220,7 +220,11 @@ impl<'a> Job<'a> {
         purpose: Purpose,
         mut f: impl FnMut(&MemView) -> Result<T, Fail>,
     ) -> Result<T, Halt> {
+        // Page requests for the page (and access) that missed last: the limit is per page, as
+        // a job that runs over many missing pages (a MEMMOVE into a never-touched buffer, under
+        // one fence hold) sends one request for each.
         let mut requests = 0;
+        let mut last_miss = None;
         loop {
             self.check(purpose)?;
             let guard = self.core.svm.as_ref().map(|s| s.ats().fence());
@@ -230,7 +234,13 @@ impl<'a> Job<'a> {
                 Ok(value) => return Ok(value),
                 Err(Fail::Halt(halt)) => return Err(halt),
                 Err(Fail::Miss(miss)) => {
-                    requests += 1;
+                    let key = (miss.addr / PAGE_SIZE, miss.access.write);
+                    requests = if last_miss == Some(key) {
+                        requests + 1
+                    } else {
+                        1
+                    };
+                    last_miss = Some(key);
                     self.resolve(miss, purpose, requests)?;
                 }
             }

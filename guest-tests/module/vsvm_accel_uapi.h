@@ -132,6 +132,9 @@ struct vsvm_accel_bench {
 #define VSVM_WQ_ST_RING_READ_FAULT	0x19
 #define VSVM_WQ_ST_BAD_TAIL		0x1a
 #define VSVM_WQ_ST_BAD_PRIVILEGE	0x1b
+#define VSVM_WQ_ST_PRI_UNAVAILABLE	0x1c
+#define VSVM_WQ_ST_TRANSLATION_ERROR	0x1d
+#define VSVM_WQ_ST_DMA_ERROR		0x1e
 
 /* Completion record FAULT_INFO bits */
 #define VSVM_WQ_FI_WRITE	(1u << 0)
@@ -229,5 +232,104 @@ struct vsvm_accel_wq_run {
 #define VSVM_ACCEL_IOC_COPY	_IOWR(VSVM_ACCEL_IOC_MAGIC, 1, struct vsvm_accel_copy)
 #define VSVM_ACCEL_IOC_BENCH	_IOWR(VSVM_ACCEL_IOC_MAGIC, 2, struct vsvm_accel_bench)
 #define VSVM_ACCEL_IOC_WQ_RUN	_IOWR(VSVM_ACCEL_IOC_MAGIC, 3, struct vsvm_accel_wq_run)
+
+/*
+ * Shared Virtual Memory: /dev/vsvm-sva<N>, one per accelerator whose IOMMU
+ * can bind process address spaces to it (CAP.SVM, and the kernel's SVA for
+ * the device). The driver gives SVA work queue VSVM_SVA_WQ (block-on-fault,
+ * completion interrupt on MSI-X vector VSVM_SVA_VECTOR); work queue 0 stays
+ * the kernel-mode one above. devices/accel/README.md ("SVA from guest
+ * userspace") describes the whole flow.
+ *
+ * open() binds the calling process's address space to the device
+ * (iommu_sva_bind_device) and enables the PASID it got on the device
+ * (PASID_SEL / PASID_CTL). Descriptors then carry the process's own virtual
+ * addresses; the device reads and writes its memory through the IOMMU, and a
+ * page it has not touched yet is faulted in by the kernel through PRI page
+ * requests. Completion records land in the process's memory: poll their
+ * STATUS byte, or sleep in VSVM_SVA_IOC_WAIT until the completion interrupt.
+ * close() (the last one of the file) disables the PASID on the device,
+ * waits until the device drained it (descriptors in flight end ABORTED or
+ * complete) and unbinds. Only the process that opened the file may submit
+ * through it (a child after fork() gets -EPERM: its addresses are not the
+ * bound ones).
+ */
+#define VSVM_SVA_DEV_PREFIX	"/dev/vsvm-sva"	/* + accelerator index: /dev/vsvm-sva0 */
+#define VSVM_SVA_WQ		1		/* the work queue SVA uses */
+#define VSVM_SVA_VECTOR		3		/* its completion interrupt */
+#define VSVM_SVA_RING		64		/* its ring, in descriptors */
+#define VSVM_SVA_MAX_SUBMIT	32		/* descriptors per VSVM_SVA_IOC_SUBMIT */
+#define VSVM_SVA_RECORD_ALIGN	32
+
+/* Descriptor CONTROL (bits 7:0: opcode, VSVM_WQ_OPC_*) */
+#define VSVM_DESC_CRAV		(1u << 8)	/* completion record address valid: required */
+#define VSVM_DESC_RCI		(1u << 9)	/* raise the completion interrupt */
+#define VSVM_DESC_PV		(1u << 10)	/* PASID valid: the driver sets it */
+#define VSVM_DESC_PRIV		(1u << 11)	/* privileged: refused from userspace */
+
+/* The device's 64-byte descriptor (devices/accel/README.md, "Descriptor"). */
+struct vsvm_sva_desc {
+	__u32 control;		/* opcode | VSVM_DESC_CRAV [| VSVM_DESC_RCI] */
+	__u32 pasid;		/* ignored: the driver writes the file's PASID */
+	__u64 completion;	/* record address (process VA), 32-byte aligned */
+	__u64 src;		/* process VA; BATCH: the descriptor list */
+	__u64 dst;		/* process VA; COMPARE: the second source */
+	__u32 len;		/* bytes; BATCH: descriptor count */
+	__u32 reserved0;
+	__u64 pattern;		/* FILL */
+	__u64 reserved1[2];
+};
+
+/* The device's 32-byte completion record; STATUS is written last. */
+struct vsvm_sva_record {
+	__u8 status;		/* VSVM_WQ_ST_*; 0 until the device wrote the record */
+	__u8 fault_info;	/* VSVM_WQ_FI_* */
+	__u16 reserved0;
+	__u32 bytes_completed;
+	__u64 fault_addr;
+	__u64 result;		/* COMPARE: 0 equal, 1 different */
+	__u64 reserved1;
+};
+
+struct vsvm_sva_info {
+	__u32 pasid;		/* the PASID the process is bound to */
+	__u32 wq;		/* VSVM_SVA_WQ */
+	__u32 ring_size;	/* VSVM_SVA_RING */
+	__u32 max_xfer;		/* MAX_XFER register */
+	__u32 max_batch;	/* MAX_BATCH register */
+	__u32 max_submit;	/* VSVM_SVA_MAX_SUBMIT */
+	__u64 completion_irqs;	/* completion interrupts of the SVA queue since probe */
+	__u64 submitted;	/* descriptors this file submitted */
+};
+
+/*
+ * Submit count (1 ..= VSVM_SVA_MAX_SUBMIT) descriptors from descs, in order,
+ * all or none. The driver checks each (-EINVAL: CRAV clear, a record address
+ * 0 or not 32-byte aligned, PRIV set), sets PV and the PASID, and puts them on
+ * the ring with one doorbell. A full ring is waited for (up to 5 s:
+ * -EAGAIN, a signal: -EINTR). The device judges the rest (opcode, sizes,
+ * reserved fields, addresses) and reports it in the record.
+ */
+struct vsvm_sva_submit {
+	__u64 descs;		/* in: user address of count struct vsvm_sva_desc */
+	__u32 count;		/* in */
+	__u32 reserved;		/* in: 0 */
+};
+
+/*
+ * Sleep until the record at `record` (32-byte aligned, in the process's
+ * memory) has a STATUS, at most timeout_ms (0: look once). 0 with status set;
+ * -ETIMEDOUT, -EINTR, or -EFAULT if the record cannot be read.
+ */
+struct vsvm_sva_wait {
+	__u64 record;		/* in */
+	__u32 timeout_ms;	/* in */
+	__u8 status;		/* out: the record's STATUS */
+	__u8 reserved[3];
+};
+
+#define VSVM_SVA_IOC_INFO	_IOR(VSVM_ACCEL_IOC_MAGIC, 0x10, struct vsvm_sva_info)
+#define VSVM_SVA_IOC_SUBMIT	_IOW(VSVM_ACCEL_IOC_MAGIC, 0x11, struct vsvm_sva_submit)
+#define VSVM_SVA_IOC_WAIT	_IOWR(VSVM_ACCEL_IOC_MAGIC, 0x12, struct vsvm_sva_wait)
 
 #endif /* VSVM_ACCEL_UAPI_H */

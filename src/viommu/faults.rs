@@ -81,7 +81,13 @@ pub fn page_request(
     }
     let outcome = prq::submit(&mut regs.regs, view, &vreq, outbox);
     if matches!(outcome, PageRequestOutcome::Queued { .. }) {
-        Counters::bump(&counters.page_requests);
+        // A stop marker wants no response: counted apart, so that page requests and page
+        // responses can be compared.
+        Counters::bump(if req.is_stop_marker() {
+            &counters.stop_markers
+        } else {
+            &counters.page_requests
+        });
     }
     outcome
 }

@@ -11,6 +11,7 @@ pub struct Counters {
     pub(super) binds: AtomicU64,
     pub(super) unbinds: AtomicU64,
     pub(super) page_requests: AtomicU64,
+    pub(super) stop_markers: AtomicU64,
     pub(super) page_responses: AtomicU64,
     pub(super) faults_recorded: AtomicU64,
     pub(super) interrupts_sent: AtomicU64,
@@ -30,8 +31,12 @@ pub struct Stats {
     pub binds: u64,
     /// PASID unbinds made.
     pub unbinds: u64,
-    /// Page requests written into the guest's page request queue.
+    /// Page requests written into the guest's page request queue (each wants a page group
+    /// response; stop markers are counted apart).
     pub page_requests: u64,
+    /// Stop markers written into the guest's page request queue (a PASID drained: no
+    /// response).
+    pub stop_markers: u64,
     /// Page group responses forwarded from the guest to the host IOMMU.
     pub page_responses: u64,
     /// Faults recorded in the guest's fault recording registers.
@@ -58,6 +63,7 @@ impl Counters {
             binds: get(&self.binds),
             unbinds: get(&self.unbinds),
             page_requests: get(&self.page_requests),
+            stop_markers: get(&self.stop_markers),
             page_responses: get(&self.page_responses),
             faults_recorded: get(&self.faults_recorded),
             interrupts_sent: get(&self.interrupts_sent),

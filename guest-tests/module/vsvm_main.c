@@ -16,10 +16,13 @@
  *
  * Register map: devices/accel/README.md. ioctls: vsvm_accel_uapi.h.
  *
+ * Processes bind to the device for SVA through /dev/vsvm-sva<N>: vsvm_sva.c.
+ *
  * One source for every guest kernel scripts/setup fetches (Debian 6.12 and
- * 7.3): it uses only interfaces both have unchanged (misc device, managed PCI,
- * pci_alloc_irq_vectors, coherent DMA), so it needs no LINUX_VERSION_CODE
- * conditionals so far; put any in one place here when an interface differs.
+ * 7.3): this file uses only interfaces both have unchanged (misc device,
+ * managed PCI, pci_alloc_irq_vectors, coherent DMA); the one interface that
+ * differs (the IOMMU's SVA feature API, gone in 6.16) is handled in
+ * vsvm_sva.c.
  */
 #include <linux/completion.h>
 #include <linux/delay.h>
@@ -39,61 +42,14 @@
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
+#include "vsvm_accel_hw.h"
 #include "vsvm_accel_uapi.h"
+#include "vsvm_sva.h"
 
 #define DRV_NAME	"vsvm_accel"
 
-/* BAR0 registers */
-#define REG_ID		0x000
-#define REG_VERSION	0x004
-#define REG_CAP		0x008
-#define REG_DMA_SRC	0x010
-#define REG_DMA_DST	0x018
-#define REG_DMA_LEN	0x020
-#define REG_DMA_CMD	0x024
-#define REG_DMA_STATUS	0x028
-#define REG_DMA_DONE	0x02c
-#define REG_IRQ_RAISE	0x030
-#define REG_SCRATCH	0x034
-
-/* Work queue registers (BAR0 from 0x100) */
-#define REG_SWERR	0x100
-#define REG_SWERR_ADDR	0x108
-#define REG_ERRCTL	0x110
-#define REG_MAX_WQ_SIZE	0x128
-#define REG_WQ(n)	(0x200 + 0x40 * (n))
-#define WQ_BASE		0x00
-#define WQ_SIZE		0x08
-#define WQ_CTRL		0x0c
-#define WQ_HEAD		0x10
-#define WQ_TAIL		0x14
-#define WQ_STATUS	0x18
-#define WQ_DONE		0x1c
-
-#define ACCEL_ID	0x56535641
-#define ACCEL_MAJOR	1
-#define CAP_PLAIN_DMA	BIT(0)
-#define CMD_START	BIT(0)
-#define CMD_IRQ		BIT(1)
-
 #define JOB_TIMEOUT_US	(5 * USEC_PER_SEC)
 
-#define WQ_CTRL_ENABLE		BIT(0)
-#define WQ_CTRL_VECTOR(v)	((v) << 8)
-#define WQ_STATUS_ENABLED	BIT(0)
-#define WQ_STATUS_BUSY		BIT(1)
-#define WQ_STATUS_ERROR(s)	(((s) >> 8) & 0xff)
-#define ERRCTL_IRQ_EN		BIT(0)
-#define ERRCTL_VECTOR(v)	((v) << 8)
-
-/* Descriptor CONTROL bits (bits 7:0 are the opcode) */
-#define DESC_CRAV	BIT(8)
-#define DESC_RCI	BIT(9)
-#define DESC_PV		BIT(10)
-#define DESC_PRIV	BIT(11)
-#define DESC_RESERVED	BIT(31)	/* reserved: set only to provoke BAD_FLAGS */
-
-#define DESC_SIZE	64
 #define REC_SLOT	64	/* bytes per op's record: room to misalign one */
 #define REC_MISALIGN	8	/* a record address 8 bytes off its 32-byte alignment */
 
@@ -112,20 +68,6 @@
 #define WQ_ERR_IRQ_QUIET_MS	10	/* no more error interrupts for this long: all came */
 #define WQ_ERR_IRQ_SETTLE_MAX	20
 #define WQ_STOP_TIMEOUT_US	(5 * USEC_PER_SEC)
-
-/* A descriptor as the device reads it (devices/accel/README.md, "Descriptor"). */
-struct vsvm_desc {
-	__le32 control;
-	__le32 pasid;
-	__le64 completion;
-	__le64 src;
-	__le64 dst;
-	__le32 len;
-	__le32 rsvd0;
-	__le64 pattern;
-	__le64 rsvd1[2];
-};
-static_assert(sizeof(struct vsvm_desc) == DESC_SIZE);
 
 /* A completion record; STATUS is written last. */
 struct vsvm_record {
@@ -171,6 +113,7 @@ struct vsvm_accel {
 	size_t buf_size;
 	u32 bench_sink;			/* keeps the benchmark's CPU work alive */
 	struct vsvm_wq wq;
+	struct vsvm_sva_dev *sva;	/* SVA for processes (vsvm_sva.c), or NULL */
 };
 
 /*
@@ -947,6 +890,8 @@ static int vsvm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		dev_info(dev, "work queue 0: %u descriptors, completion vector %u, error vector %u\n",
 			 VSVM_ACCEL_WQ_RING, VSVM_ACCEL_WQ_VECTOR, VSVM_ACCEL_ERR_VECTOR);
 
+	a->sva = vsvm_sva_probe(pdev, a->regs, cap, nvec);
+
 	mutex_lock(&vsvm_lock);
 	if (vsvm_dev) {
 		ret = -EBUSY;
@@ -970,6 +915,7 @@ static int vsvm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	return 0;
 
 err_wq:
+	vsvm_sva_remove(a->sva);
 	vsvm_wq_stop(a);
 	vsvm_wq_free(a);
 	free_irq(a->irq, a);
@@ -988,6 +934,8 @@ static void vsvm_remove(struct pci_dev *pdev)
 	vsvm_dev = NULL;
 	mutex_unlock(&vsvm_lock);
 
+	/* Bound processes are drained and unbound while the device still masters the bus. */
+	vsvm_sva_remove(a->sva);
 	/* A timed-out job may still be running: stop DMA before freeing its buffers. */
 	vsvm_wq_stop(a);
 	pci_clear_master(pdev);

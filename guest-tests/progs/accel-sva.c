@@ -1,0 +1,441 @@
+// SPDX-License-Identifier: MIT
+/*
+ * accel-sva: Shared Virtual Memory from a guest process (libvsvm.h): the
+ * process binds to /dev/vsvm-sva0 and the device works on the process's own
+ * virtual addresses; every byte the device touched is checked.
+ *
+ *   accel-sva basic   memmove / fill / compare on malloc'd buffers (4 KiB
+ *                     pages) and on transparent huge pages (a 2 MiB-aligned
+ *                     region with MADV_HUGEPAGE, AnonHugePages checked in
+ *                     /proc/self/smaps)
+ *   accel-sva fault   the device writes (FILL) and copies into freshly
+ *                     mmap'd buffers the process never touched: every page
+ *                     is a PRI page request the kernel's IOMMU driver answers
+ *   accel-sva bad     bad input: ioctls with bad arguments get -EINVAL /
+ *                     -EFAULT / -EPERM, the process and the device go on
+ *
+ * Exits 3 when the kernel refuses to bind the process (EOPNOTSUPP): Debian's
+ * 6.12 has "iommu: disable SVA when CONFIG_X86 is set" (stable 6.12.64), which
+ * makes iommu_sva_bind_device() fail on x86 whatever the IOMMU.
+ *
+ * Prints "sva <case>: ... OK" or "sva <case>: FAIL: <why>" per case, then
+ * "accel-sva <mode>: N cases, M failed: PASS|FAIL"; exits 1 if a case failed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "libvsvm.h"
+#include "pattern.h"
+
+#define KiB		1024u
+#define MiB		(1024u * KiB)
+#define PAGE		4096u
+#define HUGE		(2u * MiB)
+#define TIMEOUT_MS	10000	/* a job of 256 faulting pages under TCG: well below */
+#define PATTERN		0x0123456789abcdefull
+#define EXIT_SVA_REFUSED 3	/* the kernel refused the bind: EOPNOTSUPP */
+
+static struct vsvm v;
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+static const char *case_name;
+static int cases, failed;
+
+static void case_start(const char *name)
+{
+	case_name = name;
+	cases++;
+}
+
+static void case_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	failed++;
+	printf("sva %s: FAIL: ", case_name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+static void case_ok(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("sva %s: ", case_name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf(": OK\n");
+	fflush(stdout);
+}
+
+#define CHECK(cond, ...)				\
+	do {						\
+		if (!(cond)) {				\
+			case_fail(__VA_ARGS__);		\
+			return;				\
+		}					\
+	} while (0)
+
+/* Run one job to its record; a message on failure. */
+static const char *run(struct vsvm_job *job)
+{
+	static char why[128];
+
+	if (vsvm_run(&v, job, TIMEOUT_MS)) {
+		snprintf(why, sizeof(why), "job %s: %s", job->rec.status ? "status" : "wait",
+			 strerror(errno));
+		return why;
+	}
+	if (job->rec.status != VSVM_WQ_ST_SUCCESS) {
+		snprintf(why, sizeof(why), "status %#x, fault addr %#" PRIx64 ", %u bytes done",
+			 job->rec.status, (uint64_t)job->rec.fault_addr, job->rec.bytes_completed);
+		return why;
+	}
+	return NULL;
+}
+
+/* First index where buf differs from want, or -1. */
+static long first_diff(const uint8_t *buf, const uint8_t *want, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != want[i])
+			return (long)i;
+	return -1;
+}
+
+static long first_not_pattern(const uint8_t *buf, uint64_t pattern, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != (uint8_t)(pattern >> (8 * (i % 8))))
+			return (long)i;
+	return -1;
+}
+
+/*
+ * memmove, fill and compare on src/dst of len bytes; every byte of dst (and
+ * the guard bytes around the job's range) checked. dst has room for len + 2
+ * guard bytes on each side: dst[-2..-1] and dst[len..len+1].
+ */
+static void data_ops(const char *what, uint8_t *src, uint8_t *dst, uint32_t len, uint64_t seed)
+{
+	struct vsvm_job job;
+	const char *why;
+	uint8_t *want = malloc(len);
+	long at;
+
+	CHECK(want, "malloc");
+	pattern_bytes(src, len, seed);
+	memcpy(want, src, len);
+	memset(dst - 2, 0xa5, len + 4);
+
+	vsvm_memmove(&job, dst, src, len);
+	why = run(&job);
+	CHECK(!why, "%s memmove %u: %s", what, len, why);
+	at = first_diff(dst, want, len);
+	CHECK(at < 0, "%s memmove %u: byte %ld is %#x, want %#x", what, len, at, dst[at], want[at]);
+	CHECK(dst[-1] == 0xa5 && dst[-2] == 0xa5 && dst[len] == 0xa5 && dst[len + 1] == 0xa5,
+	      "%s memmove %u: wrote outside its range", what, len);
+	CHECK(job.rec.bytes_completed == len, "%s memmove: bytes_completed %u", what,
+	      job.rec.bytes_completed);
+
+	vsvm_compare(&job, src, dst, len);
+	why = run(&job);
+	CHECK(!why, "%s compare equal: %s", what, why);
+	CHECK(job.rec.result == 0, "%s compare equal: result %" PRIu64, what,
+	      (uint64_t)job.rec.result);
+	dst[len - 1 - len / 3] ^= 0x40;
+	vsvm_compare(&job, src, dst, len);
+	why = run(&job);
+	CHECK(!why, "%s compare different: %s", what, why);
+	CHECK(job.rec.result == 1 && job.rec.bytes_completed == len - 1 - len / 3,
+	      "%s compare different: result %" PRIu64 " at %u, want 1 at %u", what,
+	      (uint64_t)job.rec.result, job.rec.bytes_completed, len - 1 - len / 3);
+
+	vsvm_fill(&job, dst, PATTERN ^ seed, len);
+	why = run(&job);
+	CHECK(!why, "%s fill %u: %s", what, len, why);
+	at = first_not_pattern(dst, PATTERN ^ seed, len);
+	CHECK(at < 0, "%s fill %u: byte %ld is %#x", what, len, at, dst[at]);
+	CHECK(dst[-1] == 0xa5 && dst[len] == 0xa5, "%s fill %u: wrote outside its range", what,
+	      len);
+	/* The source was only read. */
+	at = first_diff(src, want, len);
+	CHECK(at < 0, "%s: source byte %ld changed", what, at);
+	free(want);
+	case_ok("%s, %u bytes: memmove, compare (equal, different), fill, every byte checked",
+		what, len);
+}
+
+/* malloc'd buffers: 4 KiB pages, odd offsets and sizes. */
+static void malloc_ops(void)
+{
+	static const uint32_t sizes[] = { 1, 100, 4096, 10000, 65536 + 3, 1 * MiB };
+
+	for (unsigned int i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint32_t len = sizes[i];
+		uint8_t *src = malloc(len + 7), *dst = malloc(len + 11);
+		char name[32];
+
+		snprintf(name, sizeof(name), "malloc %u", len);
+		case_start(name);
+		if (!src || !dst) {
+			case_fail("malloc");
+			continue;
+		}
+		/* Misaligned on purpose: the device copies any byte range. */
+		data_ops("malloc", src + 3, dst + 5, len, i + 1);
+		free(src);
+		free(dst);
+	}
+}
+
+/* AnonHugePages (kB) of the mapping holding addr, from /proc/self/smaps; -1 if not found. */
+static long anon_huge_kb(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	int in = 0;
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* A 2 MiB-aligned anonymous region of len bytes with MADV_HUGEPAGE, touched; NULL on failure. */
+static uint8_t *huge_region(size_t len)
+{
+	uint8_t *raw = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p;
+
+	if (raw == MAP_FAILED)
+		return NULL;
+	p = (uint8_t *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+	if (madvise(p, len, MADV_HUGEPAGE))
+		return NULL;
+	memset(p, 0, len);
+	return p;
+}
+
+static void thp_ops(void)
+{
+	uint8_t *src, *dst;
+	long kb;
+
+	case_start("thp");
+	src = huge_region(2 * HUGE);
+	dst = huge_region(2 * HUGE);
+	CHECK(src && dst, "mmap/madvise: %s", strerror(errno));
+	kb = anon_huge_kb(src);
+	CHECK(kb >= 2048 && anon_huge_kb(dst) >= 2048,
+	      "no transparent huge page (AnonHugePages %ld kB / %ld kB; THP %s)", kb,
+	      anon_huge_kb(dst), "see /sys/kernel/mm/transparent_hugepage/enabled");
+	printf("sva thp: AnonHugePages %ld kB (source), %ld kB (destination)\n", kb,
+	       anon_huge_kb(dst));
+	/* 1 MiB (MAX_XFER) across the boundary of two huge pages, and inside one. */
+	data_ops("thp across 2 MiB pages", src + HUGE - MiB / 2, dst + HUGE - MiB / 2 + 64, MiB, 11);
+	data_ops("thp inside a 2 MiB page", src + 4096, dst + 8192, MiB, 12);
+	CHECK(anon_huge_kb(src) >= 2048 && anon_huge_kb(dst) >= 2048,
+	      "huge pages split during the jobs");
+}
+
+/*
+ * Never-touched buffers: the device's first access to each page is a page
+ * request. Prints "sva fault: pages=N" for the script to compare with the
+ * PRQ interrupts it counted.
+ */
+static void fault_ops(void)
+{
+	const uint32_t len = MiB;
+	uint8_t *a, *b;
+	struct vsvm_job *job;
+	const char *why;
+	uint64_t t0, t1;
+	long at;
+
+	case_start("fault fill");
+	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	b = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* The record too sits on a page nobody touched. */
+	job = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(a != MAP_FAILED && b != MAP_FAILED && job != MAP_FAILED, "mmap: %s", strerror(errno));
+	/* The descriptor is built on the stack and copied into the kernel; the record is job->rec. */
+	t0 = now_ns();
+	{
+		struct vsvm_job j;
+
+		vsvm_fill(&j, a, PATTERN, len);
+		j.desc.completion = (uint64_t)(uintptr_t)&job->rec;
+		CHECK(vsvm_submit(&v, &j, 1) == 0, "submit: %s", strerror(errno));
+		CHECK(vsvm_wait(&v, job, TIMEOUT_MS) == 0, "wait: %s", strerror(errno));
+	}
+	t1 = now_ns();
+	CHECK(job->rec.status == VSVM_WQ_ST_SUCCESS, "status %#x at %#" PRIx64, job->rec.status,
+	      (uint64_t)job->rec.fault_addr);
+	at = first_not_pattern(a, PATTERN, len);
+	CHECK(at < 0, "byte %ld is %#x", at, a[at]);
+	case_ok("%u never-touched pages (and the record's) written by the device in %.1f ms "
+		"(%.0f us a page), every byte checked", len / PAGE, (t1 - t0) / 1e6,
+		(t1 - t0) / 1e3 / (len / PAGE + 1));
+
+	case_start("fault memmove");
+	vsvm_memmove(job, b, a, len);
+	t0 = now_ns();
+	why = run(job);
+	t1 = now_ns();
+	CHECK(!why, "%s", why);
+	at = first_not_pattern(b, PATTERN, len);
+	CHECK(at < 0, "byte %ld is %#x", at, b[at]);
+	case_ok("%u more never-touched destination pages in %.1f ms, every byte checked",
+		len / PAGE, (t1 - t0) / 1e6);
+	/* The same copy again, every page present now: what the faults cost. */
+	vsvm_memmove(job, b, a, len);
+	t0 = now_ns();
+	why = run(job);
+	t1 = now_ns();
+	printf("sva fault: the same memmove with every page present: %.1f ms%s\n", (t1 - t0) / 1e6,
+	       why ? " (FAILED)" : "");
+	printf("sva fault: pages=%u\n", 2 * (len / PAGE) + 1);
+}
+
+/* Bad input: errors, never a crash; the device still works afterwards. */
+static void bad_ops(void)
+{
+	struct vsvm_job job __attribute__((aligned(64)));
+	struct vsvm_sva_submit s = { 0 };
+	struct vsvm_sva_wait w = { 0 };
+	struct vsvm_sva_desc d[VSVM_SVA_MAX_SUBMIT + 1];
+	uint8_t buf[256], out[256];
+	const char *why;
+	pid_t pid;
+	int st;
+
+	case_start("bad input");
+	vsvm_fill(&job, buf, PATTERN, sizeof(buf));
+	d[0] = job.desc;
+	s.descs = (uint64_t)(uintptr_t)d;
+#define EXPECT(call, err, what)							\
+	CHECK((call) < 0 && errno == (err), "%s: want %s, got %s", what, strerror(err), \
+	      strerror(errno))
+	s.count = 0;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EINVAL, "count 0");
+	s.count = VSVM_SVA_MAX_SUBMIT + 1;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EINVAL, "count above max");
+	s.count = 1;
+	s.descs = 8;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EFAULT, "descriptors at a bad address");
+	s.descs = (uint64_t)(uintptr_t)d;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, (void *)8), EFAULT, "argument at a bad address");
+	d[0].control &= ~VSVM_DESC_CRAV;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EINVAL, "no completion record");
+	d[0] = job.desc;
+	d[0].completion += 8;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EINVAL, "misaligned record");
+	d[0] = job.desc;
+	d[0].control |= VSVM_DESC_PRIV;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EINVAL, "privileged descriptor");
+	d[0] = job.desc;
+	d[0].completion = 0xffff800000000000ull;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s), EFAULT, "record at a kernel address");
+	w.record = (uint64_t)(uintptr_t)&job.rec + 4;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_WAIT, &w), EINVAL, "wait on a misaligned record");
+	w.record = 0x1000;
+	w.timeout_ms = 10;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_WAIT, &w), EFAULT, "wait on an unmapped record");
+	memset(&job.rec, 0, sizeof(job.rec));
+	w.record = (uint64_t)(uintptr_t)&job.rec;
+	EXPECT(ioctl(v.fd, VSVM_SVA_IOC_WAIT, &w), ETIMEDOUT, "wait on a record never submitted");
+	EXPECT(ioctl(v.fd, _IO(VSVM_ACCEL_IOC_MAGIC, 0x7f), 0), ENOTTY, "unknown ioctl");
+
+	/* A child after fork shares the file but not the bound address space. */
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		s.count = 1;
+		d[0] = job.desc;
+		_exit(ioctl(v.fd, VSVM_SVA_IOC_SUBMIT, &s) < 0 && errno == EPERM ? 0 : 1);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a forked child could submit on its parent's binding");
+
+	/* The device judges what the driver passes on: an unknown opcode, in the record. */
+	vsvm_job_init(&job, 0x7f);
+	CHECK(vsvm_run(&v, &job, TIMEOUT_MS) == 0, "bad opcode job: %s", strerror(errno));
+	CHECK(job.rec.status == VSVM_WQ_ST_BAD_OPCODE, "bad opcode: status %#x", job.rec.status);
+	memset(out, 0, sizeof(out));
+	pattern_bytes(buf, sizeof(buf), 99);
+	vsvm_memmove(&job, out, buf, sizeof(buf));
+	why = run(&job);
+	CHECK(!why, "memmove after the bad input: %s", why);
+	CHECK(memcmp(out, buf, sizeof(buf)) == 0, "memmove after the bad input: wrong bytes");
+	case_ok("-EINVAL/-EFAULT/-EPERM/-ETIMEDOUT/-ENOTTY as documented, BAD_OPCODE in the record, the next job works");
+#undef EXPECT
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "basic";
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (vsvm_open(&v, 0)) {
+		if (errno == EOPNOTSUPP) {
+			/* Debian 6.12 (stable 6.12.64+): iommu_sva_bind_device() refuses on x86. */
+			printf("accel-sva: the kernel refuses SVA binds (" VSVM_SVA_DEV_PREFIX "0: %s)\n",
+			       strerror(errno));
+			return EXIT_SVA_REFUSED;
+		}
+		printf("accel-sva: FAIL: open " VSVM_SVA_DEV_PREFIX "0: %s\n", strerror(errno));
+		return 1;
+	}
+	printf("accel-sva: bound to PASID %u (work queue %u, ring %u, max xfer %u)\n",
+	       v.info.pasid, v.info.wq, v.info.ring_size, v.info.max_xfer);
+	if (!strcmp(mode, "basic")) {
+		malloc_ops();
+		thp_ops();
+	} else if (!strcmp(mode, "fault")) {
+		fault_ops();
+	} else if (!strcmp(mode, "bad")) {
+		bad_ops();
+	} else {
+		printf("usage: accel-sva basic|fault|bad\n");
+		return 2;
+	}
+	vsvm_info(&v);
+	printf("accel-sva %s: %" PRIu64 " descriptors submitted, %" PRIu64 " completion interrupts so far\n",
+	       mode, (uint64_t)v.info.submitted, (uint64_t)v.info.completion_irqs);
+	vsvm_close(&v);
+	printf("accel-sva %s: %d cases, %d failed: %s\n", mode, cases, failed,
+	       failed ? "FAIL" : "PASS");
+	return failed ? 1 : 0;
+}
