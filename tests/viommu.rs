@@ -227,6 +227,7 @@ fn test_pasid_iotlb_invalidation_reaches_the_host_iotlb() {
     let (_, dir) = w.dma_domain();
     let tree = w.sva(dir);
     assert_eq!(w.translate(Some(PASID), VA), Ok(PA));
+    let before = w.m.unit.0.stats();
     // The guest remaps the page (first stage: no invalidation on map, but one on change).
     tree.map(
         &mut w.m.ram,
@@ -254,6 +255,17 @@ fn test_pasid_iotlb_invalidation_reaches_the_host_iotlb() {
         addr: VA,
         size: 0x1000
     }));
+    // Counted apart by kind: one PASID-IOTLB and one PASID-device-TLB invalidation.
+    let after = w.m.unit.0.stats();
+    assert_eq!(
+        (
+            after.pasid_iotlb_invalidations - before.pasid_iotlb_invalidations,
+            after.pasid_devtlb_invalidations - before.pasid_devtlb_invalidations,
+            after.invalidations - before.invalidations,
+        ),
+        (1, 1, 2),
+        "{after:?}"
+    );
 }
 
 #[test]

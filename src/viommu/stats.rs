@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub(super) descriptors: AtomicU64,
     pub(super) invalidations: AtomicU64,
+    pub(super) pasid_iotlb_invalidations: AtomicU64,
+    pub(super) pasid_devtlb_invalidations: AtomicU64,
     pub(super) default_domains: AtomicU64,
     pub(super) binds: AtomicU64,
     pub(super) unbinds: AtomicU64,
@@ -25,6 +27,12 @@ pub struct Stats {
     pub descriptors: u64,
     /// Invalidations forwarded to the host IOMMU (after granularity conversion, per device).
     pub invalidations: u64,
+    /// Of those, IOTLB invalidations of one PASID (all of it or a range): what the guest's
+    /// PASID-based IOTLB invalidations of an SVA address space (munmap, unbind) became.
+    pub pasid_iotlb_invalidations: u64,
+    /// Of those, device-TLB (ATC) invalidations of one PASID (all of it or a range): the
+    /// guest's PASID-based device-TLB invalidations, sent on to the device.
+    pub pasid_devtlb_invalidations: u64,
     /// Default-domain changes made.
     pub default_domains: u64,
     /// PASID binds and rebinds made.
@@ -59,6 +67,8 @@ impl Counters {
         Stats {
             descriptors: get(&self.descriptors),
             invalidations: get(&self.invalidations),
+            pasid_iotlb_invalidations: get(&self.pasid_iotlb_invalidations),
+            pasid_devtlb_invalidations: get(&self.pasid_devtlb_invalidations),
             default_domains: get(&self.default_domains),
             binds: get(&self.binds),
             unbinds: get(&self.unbinds),
