@@ -242,8 +242,12 @@ impl Executor for Forwarder<'_> {
         };
         match self.iommu.page_response(response) {
             Ok(()) => Counters::bump(&self.counters.page_responses),
-            // A response after the host's timer answered the group: dropped quietly.
-            Err(e) => debug!("vIOMMU: page response {response:?} dropped: {e}"),
+            // A response after the host answered the group (its timer, or an unbind of the
+            // PASID): dropped quietly, counted.
+            Err(e) => {
+                Counters::bump(&self.counters.late_page_responses);
+                debug!("vIOMMU: page response {response:?} dropped: {e}")
+            }
         }
     }
 

@@ -15,6 +15,7 @@ pub struct Counters {
     pub(super) page_requests: AtomicU64,
     pub(super) stop_markers: AtomicU64,
     pub(super) page_responses: AtomicU64,
+    pub(super) late_page_responses: AtomicU64,
     pub(super) faults_recorded: AtomicU64,
     pub(super) interrupts_sent: AtomicU64,
     pub(super) interrupts_dropped: AtomicU64,
@@ -47,6 +48,10 @@ pub struct Stats {
     pub stop_markers: u64,
     /// Page group responses forwarded from the guest to the host IOMMU.
     pub page_responses: u64,
+    /// Page group responses of the guest dropped because the host had answered the group
+    /// already (its PASID unbound meanwhile, e.g. a process killed with requests pending):
+    /// with `page_responses`, one per page request the guest answered.
+    pub late_page_responses: u64,
     /// Faults recorded in the guest's fault recording registers.
     pub faults_recorded: u64,
     /// Interrupt messages sent.
@@ -75,6 +80,7 @@ impl Counters {
             page_requests: get(&self.page_requests),
             stop_markers: get(&self.stop_markers),
             page_responses: get(&self.page_responses),
+            late_page_responses: get(&self.late_page_responses),
             faults_recorded: get(&self.faults_recorded),
             interrupts_sent: get(&self.interrupts_sent),
             interrupts_dropped: get(&self.interrupts_dropped),
