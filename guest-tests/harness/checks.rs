@@ -676,7 +676,10 @@ fn sva_process_memory(e: &Evidence) -> Result<(), String> {
     );
     // munmap under the device: the guest's PASID-based IOTLB and device-TLB invalidations were
     // forwarded (the program checked that the device's ATC no longer reached the pages).
-    for kind in ["pasid_iotlb_invalidations: ", "pasid_devtlb_invalidations: "] {
+    for kind in [
+        "pasid_iotlb_invalidations: ",
+        "pasid_devtlb_invalidations: ",
+    ] {
         let n = number_after(stats, kind).ok_or_else(|| format!("no {kind}"))?;
         ensure!(n >= 1, "no {kind}forwarded: {stats}");
     }
@@ -689,7 +692,8 @@ fn sva_process_memory(e: &Evidence) -> Result<(), String> {
         .and_then(|rest| rest.split_whitespace().next())
         .ok_or_else(|| format!("no killed PASID:\n{}", sva.output))?;
     ensure!(
-        e.server_log.contains(&format!("accel: PASID {killed} drained")),
+        e.server_log
+            .contains(&format!("accel: PASID {killed} drained")),
         "the device did not drain the killed process's PASID {killed}:\n{}",
         tail(e.server_log, 40)
     );
