@@ -227,6 +227,7 @@ fn test_pasid_iotlb_invalidation_reaches_the_host_iotlb() {
     let (_, dir) = w.dma_domain();
     let tree = w.sva(dir);
     assert_eq!(w.translate(Some(PASID), VA), Ok(PA));
+    let before = w.m.unit.0.stats();
     // The guest remaps the page (first stage: no invalidation on map, but one on change).
     tree.map(
         &mut w.m.ram,
@@ -254,6 +255,17 @@ fn test_pasid_iotlb_invalidation_reaches_the_host_iotlb() {
         addr: VA,
         size: 0x1000
     }));
+    // Counted apart by kind: one PASID-IOTLB and one PASID-device-TLB invalidation.
+    let after = w.m.unit.0.stats();
+    assert_eq!(
+        (
+            after.pasid_iotlb_invalidations - before.pasid_iotlb_invalidations,
+            after.pasid_devtlb_invalidations - before.pasid_devtlb_invalidations,
+            after.invalidations - before.invalidations,
+        ),
+        (1, 1, 2),
+        "{after:?}"
+    );
 }
 
 #[test]
@@ -299,6 +311,52 @@ fn test_page_request_lands_in_the_guest_prq_and_the_response_goes_back() {
     assert_eq!(responses[0].code, PageResponseCode::Success);
     let stats = w.m.unit.0.stats();
     assert_eq!((stats.page_requests, stats.page_responses), (1, 1));
+}
+
+/// A process killed with a page request pending: the guest tears its PASID entry down before it
+/// answers, the unbind answers the group at the host (Invalid Request), and the guest's answer
+/// coming after is dropped quietly and counted as late, not as a forwarded response.
+#[test]
+fn test_response_after_the_unbind_is_dropped_and_counted_late() {
+    let mut w = world();
+    let (_, dir) = w.dma_domain();
+    w.sva(dir);
+    w.m.enable_prq(PRQ_ORDER);
+    w.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
+    w.iommu.page_request(PageRequest {
+        device: ID,
+        pasid: Some(Pasid::new(PASID).unwrap()),
+        addr: VA,
+        access: Access::WRITE,
+        group: 9,
+        last: true,
+    });
+    w.m.unit.0.flush();
+    assert_eq!(w.m.drain_prq(4096 << PRQ_ORDER).len(), 1);
+    let at = w.m.pasid_entry_addr(dir, PASID);
+    w.m.ram.write(at, 0);
+    w.m.flush_pasid_caches(SVA_DID, PASID);
+    {
+        let responses = w.device.responses.lock().unwrap();
+        assert_eq!(responses.len(), 1, "the unbind answered the group");
+        assert_eq!(responses[0].code, PageResponseCode::InvalidRequest);
+    }
+    assert_eq!(
+        w.m.submit(&[qi::page_response(DEV.0, Some(PASID), 1, 9, true)]),
+        QI_DONE,
+        "a late response is no queue error"
+    );
+    assert_eq!(w.device.responses.lock().unwrap().len(), 1, "nothing more");
+    let stats = w.m.unit.0.stats();
+    assert_eq!(
+        (
+            stats.page_requests,
+            stats.page_responses,
+            stats.late_page_responses
+        ),
+        (1, 0, 1),
+        "{stats:?}"
+    );
 }
 
 /// A stop marker (a PASID drained) lands in the guest's PRQ like a page request but wants no

@@ -561,7 +561,36 @@ const SVA_CASES: &[&str] = &[
     "sva bad input: ",
     "sva fault fill: ",
     "sva fault memmove: ",
+    "sva read-only page: ",
+    "sva unmapped address: ",
+    "sva PROT_NONE page: ",
+    "sva munmap: ",
+    "sva two child: ",
+    "sva two parent: ",
+    "sva two processes: ",
+    "sva kill: the killed process ",
 ];
+
+/// The `accel-sva` modes the guest script runs; each must end in PASS.
+const SVA_MODES: &[&str] = &["basic", "bad", "fault", "badaddr", "munmap", "two", "kill"];
+
+/// The PASIDs the server bound and unbound, in log order: (PASID as logged, bound).
+fn pasid_events(log: &str) -> Vec<(&str, bool)> {
+    log.lines()
+        .filter(|l| l.contains("vIOMMU "))
+        .filter_map(|l| {
+            let rest = &l[l.find(": PASID ")? + ": PASID ".len()..];
+            let (pasid, what) = rest.split_once(' ')?;
+            if what.starts_with("bound to") {
+                Some((pasid, true))
+            } else if what.starts_with("unbound") {
+                Some((pasid, false))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
 
 /// The number after `key` in `text` (the first occurrence), e.g. `page_requests: 513`.
 fn number_after(text: &str, key: &str) -> Option<u64> {
@@ -575,7 +604,13 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
 /// compare its malloc'd memory on 4 KiB and transparent huge pages, and write never-touched
 /// buffers whose pages fault through PRI: every page request the server wrote into the guest's
 /// PRQ raised the guest's page request interrupt, and every one was answered by a page group
-/// response the server forwarded.
+/// response the server forwarded (or dropped as late: its PASID unbound meanwhile).
+/// Also: writes to a read-only page and accesses to unmapped / PROT_NONE addresses end
+/// PAGE_FAULT in the record (the guest answered Invalid Request), the process lives on; jobs on
+/// a munmap'd range fault and leave the pages untouched (the PASID-based IOTLB and device-TLB
+/// invalidations were forwarded, counted by the server); two processes at once on their own
+/// PASIDs see only their own memory; a process SIGKILLed with faulting jobs in flight has its
+/// PASID drained on the device and unbound, no PASID stays bound, the next process works.
 ///
 /// Debian's 6.12 refuses every SVA bind on x86 ("iommu: disable SVA when CONFIG_X86 is set",
 /// stable 6.12.64: `iommu_sva_bind_device` returns -EOPNOTSUPP before it looks at the IOMMU).
@@ -599,7 +634,7 @@ fn sva_process_memory(e: &Evidence) -> Result<(), String> {
             .ok_or_else(|| format!("no line {case:?}:\n{}", sva.output))?;
         ensure!(line.trim_end().ends_with("OK"), "{line}\n{}", sva.output);
     }
-    for mode in ["basic", "bad", "fault"] {
+    for mode in SVA_MODES {
         let pass = format!("accel-sva {mode}: ");
         ensure!(
             sva.output
@@ -632,10 +667,48 @@ fn sva_process_memory(e: &Evidence) -> Result<(), String> {
         requests + markers == guest_prq,
         "the server wrote {requests} page requests and {markers} stop markers, the guest took {guest_prq} page request interrupts: {stats}"
     );
+    // A request pending when its process died was answered by the unbind at the host; the
+    // guest's own answer came after and was dropped as late: still one answer per request.
+    let late = number_after(stats, "late_page_responses: ").ok_or("no late_page_responses")?;
     ensure!(
-        responses == requests,
-        "{requests} page requests but {responses} page responses: {stats}"
+        responses + late == requests,
+        "{requests} page requests but {responses} page responses (+ {late} late): {stats}"
     );
+    // munmap under the device: the guest's PASID-based IOTLB and device-TLB invalidations were
+    // forwarded (the program checked that the device's ATC no longer reached the pages).
+    for kind in [
+        "pasid_iotlb_invalidations: ",
+        "pasid_devtlb_invalidations: ",
+    ] {
+        let n = number_after(stats, kind).ok_or_else(|| format!("no {kind}"))?;
+        ensure!(n >= 1, "no {kind}forwarded: {stats}");
+    }
+    // The killed process's PASID was drained on the device and unbound; no PASID stays bound
+    // once every process exited.
+    let killed = sva
+        .output
+        .lines()
+        .find_map(|l| l.strip_prefix("sva kill: killed the process bound to PASID "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| format!("no killed PASID:\n{}", sva.output))?;
+    ensure!(
+        e.server_log
+            .contains(&format!("accel: PASID {killed} drained")),
+        "the device did not drain the killed process's PASID {killed}:\n{}",
+        tail(e.server_log, 40)
+    );
+    let events = pasid_events(e.server_log);
+    ensure!(
+        events.iter().any(|&(p, bound)| p == killed && !bound),
+        "the killed process's PASID {killed} was never unbound:\n{}",
+        tail(e.server_log, 40)
+    );
+    let mut last = std::collections::BTreeMap::new();
+    for (pasid, bound) in events {
+        last.insert(pasid, bound);
+    }
+    let stale: Vec<_> = last.iter().filter(|(_, &b)| b).map(|(p, _)| *p).collect();
+    ensure!(stale.is_empty(), "PASIDs still bound at the end: {stale:?}");
     for logged in ["bound to GuestPageTable", "unbound"] {
         ensure!(
             e.server_log.contains(logged),

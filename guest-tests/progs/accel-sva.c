@@ -13,6 +13,23 @@
  *                     is a PRI page request the kernel's IOMMU driver answers
  *   accel-sva bad     bad input: ioctls with bad arguments get -EINVAL /
  *                     -EFAULT / -EPERM, the process and the device go on
+ *   accel-sva badaddr the device writes a read-only page and reads and writes
+ *                     addresses with no mapping (a hole, a PROT_NONE page): the
+ *                     kernel answers the page requests Invalid Request, the
+ *                     record says PAGE_FAULT, the process lives, the next job
+ *                     works
+ *   accel-sva munmap  a memfd mapped twice: the device fills one mapping (its
+ *                     ATC now holds the pages), the process unmaps it, jobs on
+ *                     that range fault and the other mapping shows the pages
+ *                     untouched: the kernel's PASID-based IOTLB and device-TLB
+ *                     invalidations reached the device
+ *   accel-sva two     two processes bound at once, each to its own PASID, the
+ *                     same virtual address holding different bytes in each:
+ *                     each one's jobs see its own memory, and a job aimed at an
+ *                     address only the other process mapped faults
+ *   accel-sva kill    a child queues many faulting jobs and is SIGKILLed with
+ *                     them in flight: the driver drains and unbinds; a new
+ *                     process binds and works
  *
  * Exits 3 when the kernel refuses to bind the process (EOPNOTSUPP): Debian's
  * 6.12 has "iommu: disable SVA when CONFIG_X86 is set" (stable 6.12.64), which
@@ -29,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,12 +71,12 @@ static uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
-static const char *case_name;
+static char case_name[64];
 static int cases, failed;
 
 static void case_start(const char *name)
 {
-	case_name = name;
+	snprintf(case_name, sizeof(case_name), "%s", name);
 	cases++;
 }
 
@@ -403,6 +421,393 @@ static void bad_ops(void)
 #undef EXPECT
 }
 
+/*
+ * Run one job that must fault: PAGE_FAULT with FAULT_ADDR in [lo, lo + len)
+ * and FAULT_INFO.WRITE as `write`; NULL, or why not.
+ */
+static const char *run_fault(struct vsvm_job *job, const void *lo, size_t len, int write)
+{
+	static char why[160];
+	uint64_t at;
+
+	if (vsvm_run(&v, job, TIMEOUT_MS)) {
+		snprintf(why, sizeof(why), "wait: %s", strerror(errno));
+		return why;
+	}
+	at = job->rec.fault_addr;
+	if (job->rec.status != VSVM_WQ_ST_PAGE_FAULT || at < (uintptr_t)lo ||
+	    at >= (uintptr_t)lo + len || !!(job->rec.fault_info & VSVM_WQ_FI_WRITE) != write) {
+		snprintf(why, sizeof(why),
+			 "status %#x fault addr %#" PRIx64 " info %#x, want PAGE_FAULT (%#x) in "
+			 "%p+%#zx, %s", job->rec.status, at, job->rec.fault_info,
+			 VSVM_WQ_ST_PAGE_FAULT, lo, len, write ? "write" : "read");
+		return why;
+	}
+	return NULL;
+}
+
+/* A memmove of a fresh pattern into a fresh buffer: every byte checked; NULL, or why not. */
+static const char *job_works(uint64_t seed)
+{
+	static char why[160];
+	uint8_t src[512], dst[512];
+	struct vsvm_job job;
+	const char *err;
+
+	pattern_bytes(src, sizeof(src), seed);
+	memset(dst, 0, sizeof(dst));
+	vsvm_memmove(&job, dst, src, sizeof(src));
+	err = run(&job);
+	if (err)
+		return err;
+	if (memcmp(dst, src, sizeof(src))) {
+		snprintf(why, sizeof(why), "memmove: wrong bytes");
+		return why;
+	}
+	return NULL;
+}
+
+static int all_bytes(const uint8_t *p, uint8_t b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != b)
+			return 0;
+	return 1;
+}
+
+/* Read-only and missing pages: Invalid Request answers, PAGE_FAULT records, no signal. */
+static void badaddr_ops(void)
+{
+	struct vsvm_job job;
+	uint8_t buf[256], *ro, *hole, *none;
+	volatile uint8_t sink;
+	const char *why;
+
+	case_start("read-only page");
+	ro = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(ro != MAP_FAILED, "mmap: %s", strerror(errno));
+	sink = ro[0];	/* present, read-only (the zero page) */
+	(void)sink;
+	vsvm_fill(&job, ro + 64, PATTERN, 128);
+	why = run_fault(&job, ro, PAGE, 1);
+	CHECK(!why, "fill on a read-only page: %s", why);
+	CHECK(job.rec.bytes_completed == 0, "bytes_completed %u", job.rec.bytes_completed);
+	CHECK(all_bytes(ro, 0, PAGE), "the read-only page changed");
+	/* Reading it is allowed. */
+	memset(buf, 0xa5, sizeof(buf));
+	vsvm_memmove(&job, buf, ro, sizeof(buf));
+	why = run(&job);
+	CHECK(!why, "memmove from the read-only page: %s", why);
+	CHECK(all_bytes(buf, 0, sizeof(buf)), "memmove from the read-only page: wrong bytes");
+	why = job_works(21);
+	CHECK(!why, "the next job: %s", why);
+	case_ok("a write faults (PAGE_FAULT, FAULT_INFO.WRITE, the page untouched), a read works, "
+		"the next job works");
+
+	case_start("unmapped address");
+	/* A hole: the middle of three pages, unmapped (nothing maps into it meanwhile). */
+	hole = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(hole != MAP_FAILED, "mmap: %s", strerror(errno));
+	memset(hole, 0x5a, 3 * PAGE);
+	CHECK(munmap(hole + PAGE, PAGE) == 0, "munmap: %s", strerror(errno));
+	vsvm_fill(&job, hole + PAGE + 8, PATTERN, 64);
+	why = run_fault(&job, hole + PAGE, PAGE, 1);
+	CHECK(!why, "fill on the hole: %s", why);
+	vsvm_memmove(&job, buf, hole + PAGE + 100, 64);
+	why = run_fault(&job, hole + PAGE, PAGE, 0);
+	CHECK(!why, "memmove from the hole: %s", why);
+	/* A copy running from a present page into the hole: the present part done, then the fault. */
+	vsvm_fill(&job, hole + PAGE - 256, PATTERN, 512);
+	why = run_fault(&job, hole + PAGE, PAGE, 1);
+	CHECK(!why, "fill across into the hole: %s", why);
+	CHECK(job.rec.bytes_completed <= 256, "bytes_completed %u past the hole's start",
+	      job.rec.bytes_completed);
+	CHECK(all_bytes(hole + 2 * PAGE, 0x5a, PAGE), "the page after the hole changed");
+	why = job_works(22);
+	CHECK(!why, "the next job: %s", why);
+	case_ok("writes and reads of a hole fault (PAGE_FAULT, FAULT_ADDR in the hole, WRITE as "
+		"the access), the next job works");
+
+	case_start("PROT_NONE page");
+	none = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(none != MAP_FAILED, "mmap: %s", strerror(errno));
+	vsvm_memmove(&job, buf, none, 64);
+	why = run_fault(&job, none, PAGE, 0);
+	CHECK(!why, "read of a PROT_NONE page: %s", why);
+	vsvm_fill(&job, none, PATTERN, 64);
+	why = run_fault(&job, none, PAGE, 1);
+	CHECK(!why, "write of a PROT_NONE page: %s", why);
+	why = job_works(23);
+	CHECK(!why, "the next job: %s", why);
+	munmap(ro, PAGE);
+	munmap(hole, PAGE);
+	munmap(hole + 2 * PAGE, PAGE);
+	munmap(none, PAGE);
+	case_ok("reads and writes fault, the process was not signalled, the next job works");
+}
+
+#define MUNMAP_PAGES	16
+
+/* munmap under the device: jobs on the range fault, the pages stay as they were. */
+static void munmap_ops(void)
+{
+	const size_t len = MUNMAP_PAGES * PAGE;
+	uint8_t *dev, *keep, buf[512];
+	struct vsvm_job job;
+	const char *why;
+	long at;
+	int fd;
+
+	case_start("munmap");
+	fd = memfd_create("accel-sva-munmap", 0);
+	CHECK(fd >= 0 && ftruncate(fd, len) == 0, "memfd: %s", strerror(errno));
+	dev = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	keep = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(dev != MAP_FAILED && keep != MAP_FAILED, "mmap: %s", strerror(errno));
+	/* The device writes and reads every page through `dev`: its ATC holds them all. */
+	vsvm_fill(&job, dev, PATTERN, len);
+	why = run(&job);
+	CHECK(!why, "fill: %s", why);
+	at = first_not_pattern(keep, PATTERN, len);
+	CHECK(at < 0, "fill seen through the second mapping: byte %ld is %#x", at, keep[at]);
+	for (unsigned int i = 0; i < MUNMAP_PAGES; i++) {
+		vsvm_memmove(&job, buf, dev + i * PAGE + 8, sizeof(buf));
+		why = run(&job);
+		CHECK(!why, "memmove from page %u: %s", i, why);
+	}
+	CHECK(munmap(dev, len) == 0, "munmap: %s", strerror(errno));
+
+	/* Every page again, now unmapped: each job faults on its first byte. */
+	for (unsigned int i = 0; i < MUNMAP_PAGES; i++) {
+		vsvm_fill(&job, dev + i * PAGE, ~PATTERN, PAGE);
+		why = run_fault(&job, dev + i * PAGE, PAGE, 1);
+		CHECK(!why, "fill of unmapped page %u: %s", i, why);
+		CHECK(job.rec.bytes_completed == 0, "fill of unmapped page %u: %u bytes written", i,
+		      job.rec.bytes_completed);
+		vsvm_memmove(&job, buf, dev + i * PAGE + 8, sizeof(buf));
+		why = run_fault(&job, dev + i * PAGE, PAGE, 0);
+		CHECK(!why, "memmove from unmapped page %u: %s", i, why);
+	}
+	at = first_not_pattern(keep, PATTERN, len);
+	CHECK(at < 0, "the pages changed after munmap: byte %ld is %#x (a stale ATC entry?)", at,
+	      keep[at]);
+	/* The pages themselves are still fine through the other mapping. */
+	vsvm_fill(&job, keep, ~PATTERN, len);
+	why = run(&job);
+	CHECK(!why, "fill through the second mapping: %s", why);
+	at = first_not_pattern(keep, ~PATTERN, len);
+	CHECK(at < 0, "fill through the second mapping: byte %ld is %#x", at, keep[at]);
+	munmap(keep, len);
+	close(fd);
+	case_ok("%u pages filled and read by the device, unmapped: every write and read of them "
+		"faults, the pages (seen through a second mapping) untouched, the other mapping works",
+		MUNMAP_PAGES);
+}
+
+/* Fixed addresses for `two`: the same in both processes, and one private to each. */
+#define TWO_SHARED_VA	((void *)0x200000000000ull)
+#define TWO_PARENT_VA	((void *)0x210000000000ull)
+#define TWO_CHILD_VA	((void *)0x220000000000ull)
+#define TWO_LEN		(64 * KiB)
+#define TWO_ROUNDS	20
+
+static uint8_t *map_at(void *addr, size_t len)
+{
+	uint8_t *p = mmap(addr, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	return p == addr ? p : NULL;
+}
+
+/*
+ * One side of `two`: its bytes at the shared address, TWO_ROUNDS copies of
+ * them checked, then a job aimed at the other's private address must fault.
+ */
+static void two_side(const char *who, uint64_t seed, uint8_t *mine, uint8_t *theirs)
+{
+	uint8_t *shared = map_at(TWO_SHARED_VA, TWO_LEN), *want = malloc(TWO_LEN);
+	uint8_t *out = malloc(TWO_LEN);
+	struct vsvm_job job;
+	const char *why;
+	long at;
+	char name[48];
+
+	snprintf(name, sizeof(name), "two %s", who);
+	case_start(name);
+	CHECK(shared && mine && want && out, "mmap at fixed addresses: %s", strerror(errno));
+	pattern_bytes(shared, TWO_LEN, seed);
+	memcpy(want, shared, TWO_LEN);
+	pattern_bytes(mine, TWO_LEN, seed + 100);
+	for (unsigned int r = 0; r < TWO_ROUNDS; r++) {
+		memset(out, 0, TWO_LEN);
+		vsvm_memmove(&job, out, shared, TWO_LEN);
+		why = run(&job);
+		CHECK(!why, "round %u: memmove from the shared address: %s", r, why);
+		at = first_diff(out, want, TWO_LEN);
+		CHECK(at < 0, "round %u: byte %ld is %#x, want %#x (the other process's?)", r, at,
+		      out[at], want[at]);
+		vsvm_fill(&job, mine, PATTERN ^ seed ^ r, TWO_LEN);
+		why = run(&job);
+		CHECK(!why, "round %u: fill of its own buffer: %s", r, why);
+		at = first_not_pattern(mine, PATTERN ^ seed ^ r, TWO_LEN);
+		CHECK(at < 0, "round %u: fill: byte %ld is %#x", r, at, mine[at]);
+	}
+	vsvm_fill(&job, theirs, PATTERN, 64);
+	why = run_fault(&job, theirs, PAGE, 1);
+	CHECK(!why, "a write to the other process's address: %s", why);
+	vsvm_memmove(&job, out, theirs, 64);
+	why = run_fault(&job, theirs, PAGE, 0);
+	CHECK(!why, "a read of the other process's address: %s", why);
+	case_ok("PASID %u: %u rounds of copies from %p (the other process has other bytes "
+		"there) and fills, every byte its own; a job aimed at the other's %p faults",
+		v.info.pasid, TWO_ROUNDS, TWO_SHARED_VA, theirs);
+	free(want);
+	free(out);
+}
+
+/* Two processes bound at once; the child's result comes back in its exit status. */
+static void two_ops(void)
+{
+	int to_child[2], to_parent[2], st;
+	uint32_t child_pasid = 0;
+	char go = 'g';
+	pid_t pid;
+
+	case_start("two processes");
+	CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0, "pipe: %s", strerror(errno));
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		uint8_t *mine = map_at(TWO_CHILD_VA, TWO_LEN);
+
+		close(to_parent[0]);
+		close(to_child[1]);
+		/* Its own binding: the inherited file is the parent's. */
+		vsvm_close(&v);
+		cases = failed = 0;
+		if (vsvm_open(&v, 0)) {
+			printf("sva two child: FAIL: open: %s\n", strerror(errno));
+			_exit(1);
+		}
+		if (write(to_parent[1], &v.info.pasid, sizeof(v.info.pasid)) != sizeof(v.info.pasid) ||
+		    read(to_child[0], &go, 1) != 1)
+			_exit(1);
+		two_side("child", 2, mine, TWO_PARENT_VA);
+		vsvm_close(&v);
+		_exit(failed || !cases ? 1 : 0);
+	}
+	/* A child that died early closes the pipe: no read waits forever. */
+	close(to_parent[1]);
+	close(to_child[0]);
+	{
+		uint8_t *mine = map_at(TWO_PARENT_VA, TWO_LEN);
+
+		CHECK(read(to_parent[0], &child_pasid, sizeof(child_pasid)) == sizeof(child_pasid),
+		      "the child did not bind");
+		/* Both bound now; both run at once. */
+		CHECK(write(to_child[1], &go, 1) == 1, "pipe: %s", strerror(errno));
+		two_side("parent", 1, mine, TWO_CHILD_VA);
+		snprintf(case_name, sizeof(case_name), "two processes");
+		munmap(mine, TWO_LEN);
+		munmap(TWO_SHARED_VA, TWO_LEN);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the child failed (status %#x)", st);
+	CHECK(child_pasid != v.info.pasid, "both bound to PASID %u", child_pasid);
+	case_ok("parent on PASID %u, child on PASID %u at the same time", v.info.pasid,
+		child_pasid);
+}
+
+#define KILL_JOBS	48
+#define KILL_JOB_LEN	(256 * KiB)	/* 64 never-touched pages a job */
+#define KILL_AFTER_MS	30
+
+/*
+ * A child bound to its own PASID queues KILL_JOBS faulting jobs, the parent
+ * SIGKILLs it while they run; then a new process binds and works.
+ */
+static void kill_ops(void)
+{
+	int to_parent[2], from_next[2], st;
+	uint32_t pasid = 0, pasid2 = 0;
+	uint64_t t0, t1;
+	pid_t pid;
+
+	case_start("kill");
+	CHECK(pipe(to_parent) == 0, "pipe: %s", strerror(errno));
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct vsvm_job *jobs = mmap(NULL, KILL_JOBS * sizeof(*jobs), PROT_READ | PROT_WRITE,
+					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *data = mmap(NULL, (size_t)KILL_JOBS * KILL_JOB_LEN, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		close(to_parent[0]);
+		vsvm_close(&v);
+		if (jobs == MAP_FAILED || data == MAP_FAILED || vsvm_open(&v, 0))
+			_exit(1);
+		for (unsigned int i = 0; i < KILL_JOBS; i++)
+			vsvm_fill(&jobs[i], data + (size_t)i * KILL_JOB_LEN, PATTERN, KILL_JOB_LEN);
+		if (vsvm_submit(&v, jobs, KILL_JOBS))
+			_exit(1);
+		if (write(to_parent[1], &v.info.pasid, sizeof(v.info.pasid)) != sizeof(v.info.pasid))
+			_exit(1);
+		/* Wait for the signal with the jobs running. */
+		for (;;)
+			pause();
+	}
+	close(to_parent[1]);
+	CHECK(read(to_parent[0], &pasid, sizeof(pasid)) == sizeof(pasid),
+	      "the child did not bind and submit");
+	close(to_parent[0]);
+	usleep(KILL_AFTER_MS * 1000);
+	t0 = now_ns();
+	kill(pid, SIGKILL);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	      "the child did not die of SIGKILL (status %#x)", st);
+	t1 = now_ns();
+	printf("sva kill: killed the process bound to PASID %#x with %u jobs of %u never-touched "
+	       "pages queued; it was gone after %.1f ms\n", pasid, KILL_JOBS, KILL_JOB_LEN / PAGE,
+	       (t1 - t0) / 1e6);
+
+	/* The next process binds and works. */
+	CHECK(pipe(from_next) == 0, "pipe: %s", strerror(errno));
+	pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		const char *why;
+
+		close(from_next[0]);
+		vsvm_close(&v);
+		if (vsvm_open(&v, 0))
+			_exit(2);
+		why = job_works(31);
+		if (why) {
+			printf("sva kill: the next process: %s\n", why);
+			_exit(3);
+		}
+		if (write(from_next[1], &v.info.pasid, sizeof(v.info.pasid)) != sizeof(v.info.pasid))
+			_exit(4);
+		vsvm_close(&v);
+		_exit(0);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the next process failed (status %#x)", st);
+	close(from_next[1]);
+	CHECK(read(from_next[0], &pasid2, sizeof(pasid2)) == sizeof(pasid2), "no PASID back");
+	close(from_next[0]);
+	CHECK(pasid2 != v.info.pasid, "the next process shares this one's PASID %#x", pasid2);
+	/* This process's own binding goes on too. */
+	{
+		const char *why = job_works(32);
+
+		CHECK(!why, "the parent's next job: %s", why);
+	}
+	case_ok("the killed process (PASID %#x) went away; the next process bound to PASID %#x "
+		"and its job worked, and so did the parent's", pasid, pasid2);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "basic";
@@ -427,8 +832,16 @@ int main(int argc, char **argv)
 		fault_ops();
 	} else if (!strcmp(mode, "bad")) {
 		bad_ops();
+	} else if (!strcmp(mode, "badaddr")) {
+		badaddr_ops();
+	} else if (!strcmp(mode, "munmap")) {
+		munmap_ops();
+	} else if (!strcmp(mode, "two")) {
+		two_ops();
+	} else if (!strcmp(mode, "kill")) {
+		kill_ops();
 	} else {
-		printf("usage: accel-sva basic|fault|bad\n");
+		printf("usage: accel-sva basic|fault|bad|badaddr|munmap|two|kill\n");
 		return 2;
 	}
 	vsvm_info(&v);

@@ -46,7 +46,22 @@ impl Forwarder<'_> {
     fn forward(&mut self, device: DeviceId, cache: CacheType, granularity: Granularity) {
         let inv = CacheInvalidate { cache, granularity };
         match self.iommu.cache_invalidate(device, inv) {
-            Ok(()) => Counters::bump(&self.counters.invalidations),
+            Ok(()) => {
+                Counters::bump(&self.counters.invalidations);
+                let of_pasid = matches!(
+                    granularity,
+                    Granularity::Pasid(_) | Granularity::Range { .. }
+                );
+                match cache {
+                    CacheType::Iotlb if of_pasid => {
+                        Counters::bump(&self.counters.pasid_iotlb_invalidations)
+                    }
+                    CacheType::DeviceTlb if of_pasid => {
+                        Counters::bump(&self.counters.pasid_devtlb_invalidations)
+                    }
+                    _ => {}
+                }
+            }
             Err(e) => debug!("vIOMMU {device}: {inv:?} not forwarded: {e}"),
         }
     }
@@ -227,8 +242,12 @@ impl Executor for Forwarder<'_> {
         };
         match self.iommu.page_response(response) {
             Ok(()) => Counters::bump(&self.counters.page_responses),
-            // A response after the host's timer answered the group: dropped quietly.
-            Err(e) => debug!("vIOMMU: page response {response:?} dropped: {e}"),
+            // A response after the host answered the group (its timer, or an unbind of the
+            // PASID): dropped quietly, counted.
+            Err(e) => {
+                Counters::bump(&self.counters.late_page_responses);
+                debug!("vIOMMU: page response {response:?} dropped: {e}")
+            }
         }
     }
 

@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub(super) descriptors: AtomicU64,
     pub(super) invalidations: AtomicU64,
+    pub(super) pasid_iotlb_invalidations: AtomicU64,
+    pub(super) pasid_devtlb_invalidations: AtomicU64,
     pub(super) default_domains: AtomicU64,
     pub(super) binds: AtomicU64,
     pub(super) unbinds: AtomicU64,
     pub(super) page_requests: AtomicU64,
     pub(super) stop_markers: AtomicU64,
     pub(super) page_responses: AtomicU64,
+    pub(super) late_page_responses: AtomicU64,
     pub(super) faults_recorded: AtomicU64,
     pub(super) interrupts_sent: AtomicU64,
     pub(super) interrupts_dropped: AtomicU64,
@@ -25,6 +28,12 @@ pub struct Stats {
     pub descriptors: u64,
     /// Invalidations forwarded to the host IOMMU (after granularity conversion, per device).
     pub invalidations: u64,
+    /// Of those, IOTLB invalidations of one PASID (all of it or a range): what the guest's
+    /// PASID-based IOTLB invalidations of an SVA address space (munmap, unbind) became.
+    pub pasid_iotlb_invalidations: u64,
+    /// Of those, device-TLB (ATC) invalidations of one PASID (all of it or a range): the
+    /// guest's PASID-based device-TLB invalidations, sent on to the device.
+    pub pasid_devtlb_invalidations: u64,
     /// Default-domain changes made.
     pub default_domains: u64,
     /// PASID binds and rebinds made.
@@ -39,6 +48,10 @@ pub struct Stats {
     pub stop_markers: u64,
     /// Page group responses forwarded from the guest to the host IOMMU.
     pub page_responses: u64,
+    /// Page group responses of the guest dropped because the host had answered the group
+    /// already (its PASID unbound meanwhile, e.g. a process killed with requests pending):
+    /// with `page_responses`, one per page request the guest answered.
+    pub late_page_responses: u64,
     /// Faults recorded in the guest's fault recording registers.
     pub faults_recorded: u64,
     /// Interrupt messages sent.
@@ -59,12 +72,15 @@ impl Counters {
         Stats {
             descriptors: get(&self.descriptors),
             invalidations: get(&self.invalidations),
+            pasid_iotlb_invalidations: get(&self.pasid_iotlb_invalidations),
+            pasid_devtlb_invalidations: get(&self.pasid_devtlb_invalidations),
             default_domains: get(&self.default_domains),
             binds: get(&self.binds),
             unbinds: get(&self.unbinds),
             page_requests: get(&self.page_requests),
             stop_markers: get(&self.stop_markers),
             page_responses: get(&self.page_responses),
+            late_page_responses: get(&self.late_page_responses),
             faults_recorded: get(&self.faults_recorded),
             interrupts_sent: get(&self.interrupts_sent),
             interrupts_dropped: get(&self.interrupts_dropped),
