@@ -233,11 +233,16 @@ fn translated(
         let at = addr + done as u64;
         let _fence = svm.ats().fence();
         let space = Space::Untagged;
-        let page = svm::translate(Some(svm), space, at, space.access(write)).map_err(|miss| {
-            debug!("DMA {side} IOVA 0x{at:x} not translated: {miss:?}");
-            DmaError::Translation
-        })?;
-        let n = usize::try_from(page.forward_in_page()).map_or(len - done, |n| n.min(len - done));
+        // One ATC lookup for a whole run of pages contiguous in both spaces: the copy then
+        // moves the run in one piece instead of page by page.
+        let left = (len - done) as u64;
+        let page = svm::translate_run(Some(svm), space, at, space.access(write), left).map_err(
+            |miss| {
+                debug!("DMA {side} IOVA 0x{at:x} not translated: {miss:?}");
+                DmaError::Translation
+            },
+        )?;
+        let n = usize::try_from(page.forward()).map_or(len - done, |n| n.min(len - done));
         access(views.current(), page.gpa, done..done + n).map_err(|e| {
             warn!("DMA {side} IOVA 0x{at:x} (GPA 0x{:x}): {e}", page.gpa);
             fault
