@@ -130,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
         data: IrqData::Eventfds(vectors),
     })
     .unwrap();
-    let command = if input.u8() % 8 == 0 {
+    let command = if input.u8().is_multiple_of(8) {
         0
     } else {
         COMMAND_MEMORY_MASTER
@@ -140,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = ep.bus().mem.clone();
     // Mostly start with both queues enabled on their rings.
     let mut tails = [0u32; WQ_COUNT];
-    if input.u8() % 4 != 0 {
+    if !input.u8().is_multiple_of(4) {
         for wq in 0..WQ_COUNT as u64 {
             let base = (1 + wq) * PAGE;
             let _ = ep.region_write(BAR0, wq_reg(wq, wq_offset::BASE), &base.to_le_bytes());
@@ -163,7 +163,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = mem.write(Gpa(at), descriptor(&mut input).as_bytes());
                     tails[wq] = (tails[wq] + 1) % RING_SIZE;
                 }
-                let tail = if input.u8() % 8 == 0 {
+                let tail = if input.u8().is_multiple_of(8) {
                     input.u32()
                 } else {
                     tails[wq]

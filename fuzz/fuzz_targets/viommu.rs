@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
     let wide = smts || input.bool();
     let desc_bytes: u64 = if wide { 32 } else { 16 };
     // Mostly start from a unit set up as Linux sets it up, one GCMD command at a time.
-    if input.u8() % 4 != 0 {
+    if !input.u8().is_multiple_of(4) {
         let mode = if smts { RTADDR_SCALABLE } else { 0 };
         front.write(DMAR_RTADDR_REG, 8, ROOT | mode);
         front.write(

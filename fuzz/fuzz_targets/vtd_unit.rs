@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     // Mostly start from a unit set up as Linux leaves it, so that the queue runs at once.
     let wide = smts || input.bool();
     let desc_bytes: u64 = if wide { 32 } else { 16 };
-    if input.u8() % 4 != 0 {
+    if !input.u8().is_multiple_of(4) {
         let mode = if smts { RTADDR_SCALABLE } else { 0 };
         unit.mmio_write(DMAR_RTADDR_REG, 8, ROOT | mode, &mut sink);
         let dw = if wide { IQA_DW } else { 0 };
