@@ -29,7 +29,7 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `max` mappings, none used.
-    pub fn new(max: usize) -> Self {
+    pub const fn new(max: usize) -> Self {
         Budget {
             used: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
@@ -137,7 +137,9 @@ mod tests {
 
     #[test]
     fn test_lease_counts_on_both_budgets_until_dropped() {
-        let process: &'static Budget = Box::leak(Box::new(Budget::new(3)));
+        // A static, as the process budget is (Lease holds a 'static reference).
+        static PROCESS: Budget = Budget::new(3);
+        let process = &PROCESS;
         let client = Arc::new(Budget::new(2));
         let a = take_from(process, &client).unwrap();
         let _b = take_from(process, &client).unwrap();

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+# Writes the fuzz targets' seed inputs (fuzz/seeds/<target>/): vfio_stream's from a real QEMU
+# 11.1.3 session (research/qemu-11.1.3-wire-log.txt), the others hand-made, Linux-like.
+"""Seed corpora for the fuzz targets.
+
+Each target reads its input as a series of choices (fuzz/src/lib.rs `Input`, on top of
+arbitrary 1.x `Unstructured`): integers little endian, `below(n)` as the fewest big-endian
+bytes that hold n - 1, taken modulo n. `Enc` writes the same encoding, so a seed spells out
+the operations a target runs. Usage: fuzz/make_seeds.py [path/to/qemu-11.1.3-wire-log.txt]
+"""
+
+import json
+import os
+import re
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = os.path.join(HERE, "seeds")
+PAGE = 4096
+
+
+class Enc:
+    """The choices of one input, encoded as `Input` decodes them."""
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def u8(self, v):
+        self.out += struct.pack("<B", v & 0xFF)
+        return self
+
+    def u16(self, v):
+        self.out += struct.pack("<H", v & 0xFFFF)
+        return self
+
+    def u32(self, v):
+        self.out += struct.pack("<I", v & 0xFFFFFFFF)
+        return self
+
+    def u64(self, v):
+        self.out += struct.pack("<Q", v & 0xFFFFFFFFFFFFFFFF)
+        return self
+
+    def bool(self, v):
+        return self.u8(1 if v else 0)
+
+    def below(self, n, v):
+        assert 0 <= v < n
+        delta, size = n - 1, 0
+        while size < 8 and delta >> (8 * size):
+            size += 1
+        self.out += v.to_bytes(size, "big") if size else b""
+        return self
+
+    def word_raw(self, v):
+        """`Input::word` as a raw u64."""
+        return self.u8(0).u64(v)
+
+    def word_ptr(self, pages, page, low):
+        """`Input::word` as a pointer into page `page` with low bits `low`."""
+        return self.u8(1).below(pages, page).u16(low)
+
+    def addr_in(self, pages, a):
+        return self.bool(True).below(pages * PAGE, a)
+
+    def access(self, read=True, write=False):
+        return self.u8((1 if read else 0) | (2 if write else 0))
+
+    def pasid(self, p=None):
+        return self.u8(0) if p is None else self.u8(1).u8(p)
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(SEEDS, target), exist_ok=True)
+    with open(os.path.join(SEEDS, target, name), "wb") as f:
+        f.write(bytes(data))
+
+
+# --- vfio_stream: real traffic -----------------------------------------------------------------
+
+COMMANDS = {"VERSION": 1, "DMA_MAP": 2, "DMA_UNMAP": 3, "GET_INFO": 4, "GET_REGION_INFO": 5,
+            "GET_IRQ_INFO": 7, "SET_IRQS": 8, "REGION_READ": 9, "REGION_WRITE": 10, "RESET": 13}
+FD_NONE, FD_LARGE_MEMFD, FD_EVENTFD = 0, 2, 4
+
+
+def frame(msg_id, command, body, flags=0):
+    return struct.pack("<HHIII", msg_id, command, 16 + len(body), flags, 0) + body
+
+
+def qemu_session(log):
+    """[(fd choice, message)] of the client's requests in the log, in order."""
+    out = []
+    text = open(log).read()
+    caps = re.search(r"caps=(\{.*\})", text).group(1)
+    for m in re.finditer(r"^REQ id=(\S+) cmd=(\S+) size=(\d+) flags=(\S+) fds=\[(.*?)\] body=(\S*)",
+                         text, re.M):
+        msg_id, cmd, size, flags, fds, body = m.groups()
+        body = bytes.fromhex(body)
+        if cmd == "VERSION":  # the log cuts long bodies: rebuild it from the decoded caps
+            body = struct.pack("<HH", 0, 0) + json.dumps(json.loads(caps)).encode() + b"\0"
+        else:
+            body = body.ljust(int(size) - 16, b"\0")
+        choice = FD_LARGE_MEMFD if fds else FD_NONE
+        out.append((choice, frame(int(msg_id, 16), COMMANDS[cmd], body, int(flags, 16))))
+    return out
+
+
+def stream(messages):
+    return b"".join(bytes([choice]) + msg for choice, msg in messages)
+
+
+def region_write(msg_id, region, offset, data, posted=False):
+    body = struct.pack("<QII", offset, region, len(data)) + data
+    return (FD_NONE, frame(msg_id, COMMANDS["REGION_WRITE"], body, 0x10 if posted else 0))
+
+
+def vfio_stream_seeds(log):
+    session = qemu_session(log)
+    write("vfio_stream", "qemu-11.1.3-session", stream(session))
+    write("vfio_stream", "qemu-11.1.3-realize", stream(session[:20]))
+    version = session[0]
+    # Hand-made: a 1 MiB memfd mapped at 0, MSI-X vectors as eventfds, bus mastering, a copy
+    # job of the plain engine with its interrupt, then an IRQ_RAISE (accel README, BAR0).
+    dma_map = (1, frame(1, COMMANDS["DMA_MAP"], struct.pack("<IIQQQ", 32, 3, 0, 0, 1 << 20)))
+    irqs = (FD_EVENTFD | (3 << 3),
+            frame(2, COMMANDS["SET_IRQS"], struct.pack("<IIIII", 20, 0x24, 2, 0, 4)))
+    job = [
+        region_write(3, 7, 0x04, struct.pack("<H", 6)),
+        region_write(4, 0, 0x10, struct.pack("<Q", 0x1000)),
+        region_write(5, 0, 0x18, struct.pack("<Q", 0x2000)),
+        region_write(6, 0, 0x20, struct.pack("<I", 0x100)),
+        region_write(7, 0, 0x24, struct.pack("<I", 3), posted=True),
+        region_write(8, 0, 0x30, struct.pack("<I", 0)),
+    ]
+    write("vfio_stream", "copy-job-with-irq", stream([version, dma_map, irqs] + job))
+    # The same with a saturated, blocking eventfd as the vector (the hang the issue found).
+    saturated = (5, irqs[1])
+    write("vfio_stream", "saturated-eventfd", stream([version, dma_map, saturated] + job))
+
+
+# --- VT-d remapping unit and vIOMMU: Linux-like queued invalidation ------------------------------
+
+def qi_seed(pages, smts, with_records):
+    """Config, the programmed start, then descriptors Linux sends at boot, a translation."""
+    e = Enc()
+    e.bool(smts)
+    if with_records:  # vtd_unit: fault_records, prs, caching_mode, pasid_bits
+        e.below(256, 7).bool(True).bool(True).below(21, 20)
+    else:  # viommu: fault_records, pasid_bits, fl_5level
+        e.below(16, 3).below(21, 20).bool(False)
+    if not smts:
+        e.bool(False)  # 128-bit descriptors
+    e.u8(1)  # programmed start
+    wide = smts
+    words = 4 if wide else 2
+    # context-cache global (type 1, G = 01b at bits 5:4), IOTLB global (type 2, G = 01b),
+    # PASID-cache (type 7), then an invalidation wait (type 5, SW, status 1 at 0x5000).
+    descs = [[0x1 | (1 << 4)], [0x2 | (1 << 4)]]
+    if smts:
+        descs.append([0x7])
+    descs.append([0x5 | (1 << 5) | (1 << 32), 0x5000])
+    for chunk_start in range(0, len(descs), 4):
+        chunk = descs[chunk_start:chunk_start + 4]
+        e.u8(4).below(4, len(chunk) - 1)
+        for d in chunk:
+            kind = d[0]
+            e.u64(kind & ~0xE0F).below(16, kind & 0xF)
+            rest = d[1:] + [0] * (words - len(d))
+            for w in rest[: words - 1]:
+                e.word_raw(w)
+    # A translation: vtd_unit names the source, viommu picks one of its two devices.
+    e.u8(6)
+    if with_records:
+        e.u16(0x18)
+    else:
+        e.below(2, 0)
+    e.pasid(None).addr_in(pages, 0x3000).access()
+    return e.out
+
+
+def vtd_unit_seeds():
+    write("vtd_unit", "scalable-boot", qi_seed(16, True, True))
+    write("vtd_unit", "legacy-boot", qi_seed(16, False, True))
+
+
+def viommu_seeds():
+    write("viommu", "scalable-boot", qi_seed(16, True, False))
+    write("viommu", "legacy-boot", qi_seed(16, False, False))
+
+
+# --- VT-d walks: a legacy context entry over a second-stage table --------------------------------
+
+def vtd_walk_seeds():
+    e = Enc()
+    # mgaw 48, sagaw 0b0110, fl_5level, sl_2m, sl_1g, fl_1g, pasid_bits, slads, ers, srs,
+    # nest, pt.
+    e.below(3, 1).u8(0b0110).bool(True).bool(True).bool(True).bool(True).below(21, 20)
+    e.bool(False).bool(False).bool(False).bool(True).bool(True)
+
+    def ram(slot_addr, word_op):
+        e.u8(0).below(16 * PAGE // 8, slot_addr // 8)
+        word_op()
+
+    # Root table at page 1: bus 0 -> context table at page 2 (present).
+    ram(0x1000, lambda: e.word_ptr(16, 2, 1))
+    # Context entry of 00:03.0 (devfn 0x18): present, SLPTPTR page 3, AW 010b (4-level), DID 1.
+    ram(0x2000 + 0x18 * 16, lambda: e.word_ptr(16, 3, 1))
+    ram(0x2000 + 0x18 * 16 + 8, lambda: e.word_raw(2 | (1 << 8)))
+    # Second stage: page 3 -> 4 -> 5 -> 6 -> 4 KiB page 7, R/W.
+    for level, page in enumerate([3, 4, 5, 6]):
+        ram(page * PAGE, lambda p=page: e.word_ptr(16, p + 1, 3))
+    # Translate (legacy root at page 1) IOVA 0x123 for 00:03.0.
+    e.u8(2).bool(False).word_ptr(16, 1, 0).u16(0x18).pasid(None).addr_in(16, 0x123).access()
+    # The walks on their own: a first-stage 4-level table at page 3.
+    e.u8(5).u8(1).word_ptr(16, 3, 0).bool(False).addr_in(16, 0x456).access()
+    write("vtd_walk", "legacy-second-stage", e.out)
+
+
+# --- page requests: enable, requests, answers in and out of order --------------------------------
+
+def page_requests_seeds():
+    e = Enc()
+    e.below(1024, 511)  # capacity 512
+    e.u8(0).bool(True).bool(False).u16(8)  # enable, allocation 8
+    for i in range(4):
+        e.u8(1).access(True, i & 1).pasid(i if i else None).u64(0x1000 * (i + 1))
+    e.u8(4).below(4, 2).u8(0)  # the OS answers the third, Success
+    e.u8(4).below(4, 2).u8(0)  # and again: a duplicate
+    e.u8(6).bool(True).pasid(None).u16(300).u8(0).bool(True)  # a group never requested
+    e.u8(4).below(4, 0).u8(3)  # Response Failure
+    e.u8(0).bool(False).bool(False).u16(8)  # disable
+    e.u8(0).bool(True).bool(False).u16(8)  # re-enable
+    e.u8(8).pasid(1)  # drain PASID 1
+    write("page_requests", "requests-and-answers", e.out)
+
+
+# --- accel: a MEMMOVE, a FILL and a BATCH on queue 0 ----------------------------------------------
+
+def accel_desc(e, opcode, src, dst, length, pattern=0):
+    # shaped: control = opcode | flags (CRAV|RCI), completion, src, dst, len, pattern.
+    e.bool(False).below(6, opcode).u8(0x3)
+    e.below(2 * PAGE + 1 - 1, length)
+    e.addr_in(16, 0x8000).addr_in(16, src).addr_in(16, dst).u64(pattern)
+
+
+def accel_queue_seeds():
+    e = Enc()
+    e.u8(1)  # bus mastering on
+    e.u8(1).u8(0).u8(0)  # both queues enabled, no block-on-fault
+    e.u8(0).below(2, 0).below(4, 1)
+    accel_desc(e, 1, 0x4000, 0x5000, 256)
+    accel_desc(e, 2, 0, 0x6000, 512, 0x0102030405060708)
+    e.u8(1)  # doorbell at the tail
+    # A BATCH list of two at 0x9000, then the BATCH descriptor on queue 1.
+    e.u8(3).below(16 * PAGE // 64, 0x9000 // 64).below(8, 1)
+    accel_desc(e, 1, 0x4000, 0xA000, 64)
+    accel_desc(e, 3, 0x4000, 0xA000, 64)
+    e.u8(0).below(2, 1).below(4, 0)
+    accel_desc(e, 4, 0x9000, 0, 2)
+    e.u8(1)
+    e.u8(6)  # wait until idle
+    write("accel_queue", "memmove-fill-batch", e.out)
+
+
+if __name__ == "__main__":
+    log = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/research/qemu-11.1.3-wire-log.txt"
+    vfio_stream_seeds(log)
+    vtd_unit_seeds()
+    viommu_seeds()
+    vtd_walk_seeds()
+    page_requests_seeds()
+    accel_queue_seeds()
