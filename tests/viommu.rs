@@ -128,20 +128,20 @@ impl World {
         (tree, dir)
     }
 
+    /// intel_svm_bind: a process table mapping VA to PA in PASID's entry, then the caching-mode
+    /// PASID-cache flush.
     fn sva(&mut self, dir: u64) -> Tree {
+        self.bind_process(dir, PA)
+    }
+
+    /// A fresh process table mapping VA to `page`, written into PASID's entry and flushed
+    /// (a first bind, or a rebind when the entry held another table).
+    fn bind_process(&mut self, dir: u64, page: u64) -> Tree {
         let tree = Tree::new(&mut self.m.ram, 4, Space::default(), PAGE_TABLE);
-        tree.map(
-            &mut self.m.ram,
-            VA,
-            PA,
-            1,
-            PAGE_USER_RW | PAGE_ACCESSED | PAGE_DIRTY,
-        );
-        self.m.set_pasid(
-            dir,
-            PASID,
-            PasidEntryBuilder::first_level(tree.root, SVA_DID, false, 2),
-        );
+        let user_page = PAGE_USER_RW | PAGE_ACCESSED | PAGE_DIRTY;
+        tree.map(&mut self.m.ram, VA, page, 1, user_page);
+        let entry = PasidEntryBuilder::first_level(tree.root, SVA_DID, false, 2);
+        self.m.set_pasid(dir, PASID, entry);
         self.m.flush_pasid_caches(SVA_DID, PASID);
         tree
     }
@@ -197,20 +197,7 @@ fn test_pasid_bind_rebind_unbind_follow_the_pasid_entry() {
     w.sva(dir);
     assert_eq!(w.translate(Some(PASID), VA + 8), Ok(PA + 8));
     // The guest points the entry at another table: a rebind.
-    let other = Tree::new(&mut w.m.ram, 4, Space::default(), PAGE_TABLE);
-    other.map(
-        &mut w.m.ram,
-        VA,
-        PA2,
-        1,
-        PAGE_USER_RW | PAGE_ACCESSED | PAGE_DIRTY,
-    );
-    w.m.set_pasid(
-        dir,
-        PASID,
-        PasidEntryBuilder::first_level(other.root, SVA_DID, false, 2),
-    );
-    w.m.flush_pasid_caches(SVA_DID, PASID);
+    w.bind_process(dir, PA2);
     assert_eq!(w.translate(Some(PASID), VA + 8), Ok(PA2 + 8));
     // Teardown: entry cleared, PASID-selective PASID-cache invalidation.
     let at = w.m.pasid_entry_addr(dir, PASID);
