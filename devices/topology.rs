@@ -77,6 +77,9 @@ pub enum TopologyError {
     /// The DMAR table cannot be written.
     #[error("DMAR table: {0}")]
     Dmar(#[from] DmarError),
+    /// The vIOMMU's thread could not be started.
+    #[error("starting the vIOMMU thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// Two functions at one address.
     #[error("two functions at {0}")]
     DuplicateAddress(Bdf),
@@ -169,7 +172,7 @@ impl Topology {
             iommu,
             &ids,
             route,
-        ));
+        )?);
         let window: Arc<dyn RegisterWindow> = front.clone();
         let check = BaseCheck::new(Some(drhd_base)).on_assigned(on_placed);
         let endpoint = remap_unit::endpoint(remap_bus, window, check)?;

@@ -88,7 +88,8 @@ fn world() -> World {
     let device = Arc::new(Device::default());
     iommu.attach(ID, device.clone()).unwrap();
     let msi = Arc::new(Msi::default());
-    let front = FrontEnd::new(config, ram.mem.clone(), iommu.clone(), &[ID], msi.clone());
+    let front = FrontEnd::new(config, ram.mem.clone(), iommu.clone(), &[ID], msi.clone())
+        .expect("the vIOMMU thread starts");
     World {
         m: Machine::with_unit(ram, Front(front)),
         iommu,

@@ -73,7 +73,8 @@ fuzz_target!(|data: &[u8]| {
             .attach(id, device.clone())
             .expect("attaching a device");
     }
-    let front = FrontEnd::new(config, ram.clone(), iommu.clone(), &DEVICES, Arc::new(Msi));
+    let front = FrontEnd::new(config, ram.clone(), iommu.clone(), &DEVICES, Arc::new(Msi))
+        .expect("the vIOMMU thread starts");
     let window = front.window_size();
     let wide = smts || input.bool();
     let desc_bytes: u64 = if wide { 32 } else { 16 };

@@ -81,14 +81,14 @@ pub fn drhd_base(
 /// One calibration boot; the accelerators are served (without IOMMU: only their BARs
 /// matter) on sockets of a temporary directory.
 fn boot(topology: &Topology, qemu: &Path) -> Result<u64, String> {
-    let remap = topology
-        .remap
-        .as_ref()
-        .ok_or("calibration needs a remap unit")?;
+    let mut probe = topology.clone();
+    let Some(remap) = probe.remap.as_mut() else {
+        return Err("calibration needs a remap unit".into());
+    };
+    let addr = remap.addr;
     let dir = std::env::temp_dir().join(format!("vsvm-calibrate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut probe = topology.clone();
-    probe.remap.as_mut().expect("checked above").socket = dir.join("remap.sock");
+    remap.socket = dir.join("remap.sock");
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
     for (i, spec) in probe.accels.iter_mut().enumerate() {
@@ -114,10 +114,10 @@ fn boot(topology: &Topology, qemu: &Path) -> Result<u64, String> {
         let _ = server.join();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let calibrated = result.map_err(|e| format!("calibration boot of {}: {e}", remap.addr))?;
+    let calibrated = result.map_err(|e| format!("calibration boot of {addr}: {e}"))?;
     info!(
         "calibration: BAR0 of the remap unit at {} is 0x{:x} ({:?})",
-        remap.addr, calibrated.drhd_base, calibrated.elapsed
+        addr, calibrated.drhd_base, calibrated.elapsed
     );
     Ok(calibrated.drhd_base)
 }

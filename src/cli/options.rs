@@ -33,26 +33,24 @@ fn bdf(s: &str) -> Result<Bdf, String> {
 /// `--accel socket=PATH,addr=DD.F[,vendor-id=X][,device-id=Y]`; the socket may be left out
 /// where a command serves no socket of its own (calibrate).
 pub fn parse_accel(s: &str) -> Result<AccelSpec, String> {
-    let mut spec = AccelSpec {
-        socket: PathBuf::new(),
-        addr: Bdf::new(0, 4, 0).expect("a valid address"),
-        vendor_id: accel::VENDOR_ID,
-        device_id: accel::DEVICE_ID,
-    };
-    let mut addr = false;
+    let (mut socket, mut addr) = (PathBuf::new(), None);
+    let (mut vendor_id, mut device_id) = (accel::VENDOR_ID, accel::DEVICE_ID);
     for (key, value) in pairs(s)? {
         match key {
-            "socket" => spec.socket = value.into(),
-            "addr" => (spec.addr, addr) = (bdf(value)?, true),
-            "vendor-id" => spec.vendor_id = parse_hex_u16(value)?,
-            "device-id" => spec.device_id = parse_hex_u16(value)?,
+            "socket" => socket = value.into(),
+            "addr" => addr = Some(bdf(value)?),
+            "vendor-id" => vendor_id = parse_hex_u16(value)?,
+            "device-id" => device_id = parse_hex_u16(value)?,
             _ => return Err(format!("unknown accel option '{key}'")),
         }
     }
-    if !addr {
-        return Err("accel needs addr=DD.F (its PCI address in QEMU)".into());
-    }
-    Ok(spec)
+    let addr = addr.ok_or("accel needs addr=DD.F (its PCI address in QEMU)")?;
+    Ok(AccelSpec {
+        socket,
+        addr,
+        vendor_id,
+        device_id,
+    })
 }
 
 /// `--remap-unit socket=PATH,addr=DD.F`.

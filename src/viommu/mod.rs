@@ -81,14 +81,15 @@ impl std::fmt::Debug for FrontEnd {
 impl FrontEnd {
     /// A front end with capabilities `config` (caching mode is forced on) for `devices`, which
     /// reads the guest's structures through `mem` and drives `iommu`; its interrupt messages
-    /// leave through `irq`. Registers a fault handler with `iommu` for each device.
+    /// leave through `irq`. Registers a fault handler with `iommu` for each device. Fails only
+    /// when its thread cannot be started.
     pub fn new(
         config: VtdConfig,
         mem: GuestMemory,
         iommu: Arc<dyn HostIommu>,
         devices: &[DeviceId],
         irq: Arc<dyn InterruptPort>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let config = VtdConfig {
             caching_mode: true,
             ..config
@@ -102,20 +103,19 @@ impl FrontEnd {
             stats: stats::Counters::default(),
         });
         let (work, queue) = mpsc::channel();
-        for &device in devices {
-            faults::register(&shared, device, work.clone());
-        }
         let worker = Worker::new(shared.clone(), devices);
         let thread = thread::Builder::new()
             .name("viommu".into())
-            .spawn(move || worker.run(queue))
-            .expect("spawning the vIOMMU thread");
-        FrontEnd {
+            .spawn(move || worker.run(queue))?;
+        for &device in devices {
+            faults::register(&shared, device, work.clone());
+        }
+        Ok(FrontEnd {
             shared,
             work: Mutex::new(work),
             thread: Some(thread),
             devices: devices.to_vec(),
-        }
+        })
     }
 
     /// The capabilities the guest sees.
