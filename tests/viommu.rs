@@ -129,6 +129,30 @@ impl World {
         (tree, dir)
     }
 
+    /// A process bound to PASID with page requests enabled (the PRQ set up, PRE set), as
+    /// Linux leaves a device after an SVA bind; returns the PASID directory.
+    fn sva_with_page_requests(&mut self) -> u64 {
+        let (_, dir) = self.dma_domain();
+        self.sva(dir);
+        self.m.enable_prq(PRQ_ORDER);
+        self.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
+        dir
+    }
+
+    /// The device's page request for `addr` with `access`, group `group`, last of its group;
+    /// returns once the front end has handled it.
+    fn page_request(&self, addr: u64, access: Access, group: u16) {
+        self.iommu.page_request(PageRequest {
+            device: ID,
+            pasid: Some(Pasid::new(PASID).unwrap()),
+            addr,
+            access,
+            group,
+            last: true,
+        });
+        self.m.unit.0.flush();
+    }
+
     /// intel_svm_bind: a process table mapping VA to PA in PASID's entry, then the caching-mode
     /// PASID-cache flush.
     fn sva(&mut self, dir: u64) -> Tree {
@@ -259,20 +283,8 @@ fn test_pasid_iotlb_invalidation_reaches_the_host_iotlb() {
 #[test]
 fn test_page_request_lands_in_the_guest_prq_and_the_response_goes_back() {
     let mut w = world();
-    let (_, dir) = w.dma_domain();
-    w.sva(dir);
-    w.m.enable_prq(PRQ_ORDER);
-    w.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
-    let pasid = Pasid::new(PASID).unwrap();
-    w.iommu.page_request(PageRequest {
-        device: ID,
-        pasid: Some(pasid),
-        addr: VA,
-        access: Access::WRITE,
-        group: 7,
-        last: true,
-    });
-    w.m.unit.0.flush();
+    w.sva_with_page_requests();
+    w.page_request(VA, Access::WRITE, 7);
     let descs = w.m.drain_prq(4096 << PRQ_ORDER);
     assert_eq!(descs.len(), 1);
     let [qw0, qw1, ..] = descs[0];
@@ -307,19 +319,8 @@ fn test_page_request_lands_in_the_guest_prq_and_the_response_goes_back() {
 #[test]
 fn test_response_after_the_unbind_is_dropped_and_counted_late() {
     let mut w = world();
-    let (_, dir) = w.dma_domain();
-    w.sva(dir);
-    w.m.enable_prq(PRQ_ORDER);
-    w.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
-    w.iommu.page_request(PageRequest {
-        device: ID,
-        pasid: Some(Pasid::new(PASID).unwrap()),
-        addr: VA,
-        access: Access::WRITE,
-        group: 9,
-        last: true,
-    });
-    w.m.unit.0.flush();
+    let dir = w.sva_with_page_requests();
+    w.page_request(VA, Access::WRITE, 9);
     assert_eq!(w.m.drain_prq(4096 << PRQ_ORDER).len(), 1);
     let at = w.m.pasid_entry_addr(dir, PASID);
     w.m.ram.write(at, 0);
@@ -352,19 +353,8 @@ fn test_response_after_the_unbind_is_dropped_and_counted_late() {
 #[test]
 fn test_stop_marker_lands_in_the_prq_and_is_counted_apart() {
     let mut w = world();
-    let (_, dir) = w.dma_domain();
-    w.sva(dir);
-    w.m.enable_prq(PRQ_ORDER);
-    w.m.enable_page_requests(DEV, &[DMA_DID, SVA_DID]);
-    w.iommu.page_request(PageRequest {
-        device: ID,
-        pasid: Some(Pasid::new(PASID).unwrap()),
-        addr: 0,
-        access: Access::default(),
-        group: 0,
-        last: true,
-    });
-    w.m.unit.0.flush();
+    w.sva_with_page_requests();
+    w.page_request(0, Access::default(), 0);
     let descs = w.m.drain_prq(4096 << PRQ_ORDER);
     assert_eq!(descs.len(), 1);
     let [qw0, qw1, ..] = descs[0];
@@ -383,15 +373,7 @@ fn test_page_request_without_pre_is_refused_and_recorded() {
     let mut w = world();
     let (_, dir) = w.dma_domain();
     w.sva(dir);
-    w.iommu.page_request(PageRequest {
-        device: ID,
-        pasid: Some(Pasid::new(PASID).unwrap()),
-        addr: VA,
-        access: Access::READ,
-        group: 3,
-        last: true,
-    });
-    w.m.unit.0.flush();
+    w.page_request(VA, Access::READ, 3);
     let responses = w.device.responses.lock().unwrap();
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].code, PageResponseCode::InvalidRequest);
