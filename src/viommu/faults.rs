@@ -96,7 +96,7 @@ pub fn page_request(
 pub fn unrecoverable(
     regs: &mut Registers,
     devices: &Devices,
-    scalable: bool,
+    tables: &Tables,
     fault: &UnrecoverableFault,
     counters: &Counters,
     outbox: &mut Outbox,
@@ -107,14 +107,19 @@ pub fn unrecoverable(
         addr: fault.addr,
         access: fault.access,
     };
-    // A device blocked by its entries faults with the reason its entries gave.
-    let blocked = devices
-        .get(fault.device)
-        .and_then(|s| s.blocked())
-        .filter(|_| fault.pasid.is_none());
-    let (reason, fpd) = match blocked {
+    // A device blocked by its entries faults with the reason its entries gave; so does a
+    // request whose PASID the host has nothing bound for (the guest's entries say why: not
+    // present, beyond the directory, PASIDs disabled, malformed).
+    let refused = match fault.pasid {
+        None => devices.get(fault.device).and_then(|s| s.blocked()),
+        Some(pasid) if fault.reason == UnrecoverableReason::PasidInvalid => {
+            tables.pasid_refusal(request.source, pasid)
+        }
+        Some(_) => None,
+    };
+    let (reason, fpd) = match refused {
         Some(entry) => (entry.reason, entry.fpd && entry.reason.is_qualified()),
-        None => (reason(fault, scalable), false),
+        None => (reason(fault, tables.scalable()), false),
     };
     record(
         regs,
@@ -185,7 +190,7 @@ pub fn handle(
             debug!("vIOMMU page request {req:?}: {outcome:?}");
         }
         IommuFault::Unrecoverable(f) => {
-            unrecoverable(&mut regs, devices, tables.scalable(), f, counters, outbox)
+            unrecoverable(&mut regs, devices, tables, f, counters, outbox)
         }
     }
 }

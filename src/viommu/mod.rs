@@ -159,6 +159,12 @@ impl FrontEnd {
         let _ = wait.recv();
     }
 
+    /// Whether the front end's thread is still serving (it ends only when the front end is
+    /// dropped; anything else is a bug, which tests check for).
+    pub fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// What the front end did so far.
     pub fn stats(&self) -> Stats {
         self.shared.stats.snapshot()

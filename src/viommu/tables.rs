@@ -196,6 +196,48 @@ impl Tables<'_> {
         bind_target(&params).map(|t| Some((t, params.did)))
     }
 
+    /// Why the guest's structures give `pasid` of `source` no usable entry, when they do not
+    /// (7.1.3, the first check that fails on the way): the reason its request with that PASID
+    /// faults with. `None` with translation off, or when the entry is usable after all.
+    pub fn pasid_refusal(&self, source: SourceId, pasid: Pasid) -> Option<EntryFault> {
+        if !self.enabled {
+            return None;
+        }
+        let root = match self.root() {
+            Ok(root) if root.kind == RootTableType::Legacy => {
+                return Some(EntryFault {
+                    reason: FaultReason::SmInvalidTtm,
+                    fpd: false,
+                })
+            }
+            Ok(root) => root,
+            Err(fault) => return Some(fault),
+        };
+        let context = match self.context(root, source) {
+            Ok(context) => context,
+            Err(fault) => return Some(fault),
+        };
+        if !context.pasid_enable {
+            return Some(EntryFault {
+                reason: FaultReason::SmPasidDisabled,
+                fpd: context.fpd,
+            });
+        }
+        if dir_index(pasid.raw()) >= u64::from(context.pasid_dir_entries) {
+            return Some(EntryFault {
+                reason: FaultReason::SmPasidTooLarge,
+                fpd: context.fpd,
+            });
+        }
+        let params = self
+            .entries
+            .pasid_entry(&self.view, &context, pasid.raw(), context.fpd);
+        match params {
+            Err(fault) => Some(fault),
+            Ok(params) => bind_target(&params).err(),
+        }
+    }
+
     /// Whether `source` may have page requests queued (7.5): scalable mode, a valid context
     /// entry with PRE set.
     pub fn page_requests_allowed(&self, source: SourceId) -> Result<(), EntryFault> {

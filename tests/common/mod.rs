@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod accel;
+pub mod guarded;
 pub mod ram;
 pub mod socket;
 

@@ -10,6 +10,8 @@
 
 pub mod dma_domain;
 pub mod driver;
+#[path = "../common/guarded.rs"]
+pub mod guarded;
 pub mod process;
 #[path = "../common/ram.rs"]
 pub mod ram;
@@ -89,6 +91,16 @@ impl GuestRam {
             mem,
             size,
             next: PAGE,
+        }
+    }
+
+    /// The allocator over guarded RAM (`guarded`'s RAM mapped in `mem`): pages come from the
+    /// start of RAM on, never from a guard.
+    pub fn guarded(mem: GuestMemory, guarded: &guarded::GuardedRam) -> Self {
+        GuestRam {
+            mem,
+            size: guarded.end(),
+            next: guarded.start(),
         }
     }
 
