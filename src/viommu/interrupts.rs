@@ -20,10 +20,30 @@ pub trait InterruptPort: Send + Sync {
 
 /// Whether a message was already dropped for want of a carrier (logged once at warn level).
 static DROPPED_BEFORE: AtomicBool = AtomicBool::new(false);
+/// Whether a message to an address outside the interrupt range was already dropped.
+static MISADDRESSED_BEFORE: AtomicBool = AtomicBool::new(false);
+
+/// The x86 interrupt address range (VT-d spec 5.1: FEEx_xxxxh): the unit's event address
+/// registers must name it. Anything else would make the unit a DMA engine the guest aims at its
+/// own RAM or at device MMIO through the client, bypassing every translation.
+const INTERRUPT_RANGE: std::ops::Range<u64> = 0xfee0_0000..0xfef0_0000;
 
 /// Sends `irqs` in order through `port`, counting what went and what could not.
 pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Counters) {
     for irq in irqs {
+        if !INTERRUPT_RANGE.contains(&irq.addr) {
+            counters.interrupts_dropped.fetch_add(1, Ordering::Relaxed);
+            if !MISADDRESSED_BEFORE.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "vIOMMU {:?} interrupt to 0x{:x} dropped: not an interrupt address \
+                     (further ones are logged at debug level)",
+                    irq.kind, irq.addr
+                );
+            } else {
+                debug!("vIOMMU {:?} interrupt to 0x{:x} dropped", irq.kind, irq.addr);
+            }
+            continue;
+        }
         if port.send(irq.addr, irq.data) {
             counters.interrupts_sent.fetch_add(1, Ordering::Relaxed);
             debug!(
