@@ -36,7 +36,11 @@ fn test_guarded_ram_has_guards_that_catch_writes() {
     assert!(!GuardedRam::refused(&mem, GUARD));
     assert!(!GuardedRam::refused(&mem, guarded.end() - 1));
     let inaccessible = guarded.inaccessible_ranges();
-    assert_eq!(inaccessible.len(), 2, "both guards PROT_NONE: {inaccessible:x?}");
+    assert_eq!(
+        inaccessible.len(),
+        2,
+        "both guards PROT_NONE: {inaccessible:x?}"
+    );
     assert!(inaccessible.iter().all(|&(_, len)| len as u64 == GUARD));
     assert!(guarded.intact());
     use std::os::unix::fs::FileExt;

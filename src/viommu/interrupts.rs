@@ -40,7 +40,10 @@ pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Count
                     irq.kind, irq.addr
                 );
             } else {
-                debug!("vIOMMU {:?} interrupt to 0x{:x} dropped", irq.kind, irq.addr);
+                debug!(
+                    "vIOMMU {:?} interrupt to 0x{:x} dropped",
+                    irq.kind, irq.addr
+                );
             }
             continue;
         }

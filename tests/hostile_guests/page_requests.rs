@@ -26,7 +26,11 @@ fn wait_responses(rig: &Rig, count: usize) -> Vec<PageResponse> {
         if responses.len() >= count {
             return responses;
         }
-        assert!(Instant::now() < deadline, "{} of {count} responses", responses.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} responses",
+            responses.len()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -42,7 +46,10 @@ fn test_queue_outside_ram_overflows_and_answers_success_until_moved() {
         assert_eq!(rig.m.readq(DMAR_PQT_REG), 0, "nothing queued");
         let responses = rig.responses();
         assert_eq!(responses.len(), 1);
-        assert_eq!((responses[0].group, responses[0].code), (1, PageResponseCode::Success));
+        assert_eq!(
+            (responses[0].group, responses[0].code),
+            (1, PageResponseCode::Success)
+        );
         // The guest moves the queue back into RAM and clears PRO: requests are queued again.
         rig.m.enable_prq(0);
         rig.m.writel(DMAR_PRS_REG, PRS_PRO);
@@ -77,10 +84,18 @@ fn test_undrained_queue_and_unsent_responses_end_at_the_timer() {
         .map(|r| r.group)
         .collect();
     timed_out.sort();
-    assert_eq!(timed_out, (0..SLOTS - 1).collect::<Vec<_>>(), "each queued group once");
+    assert_eq!(
+        timed_out,
+        (0..SLOTS - 1).collect::<Vec<_>>(),
+        "each queued group once"
+    );
     assert_eq!(rig.iommu.pending_page_requests(), 0);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(rig.responses().len(), usize::from(SLOTS) + 1, "nothing answered twice");
+    assert_eq!(
+        rig.responses().len(),
+        usize::from(SLOTS) + 1,
+        "nothing answered twice"
+    );
     // The guest's answers come after the timer's: dropped, counted late.
     let late = qi::page_response(DEV.0, Some(PASID), 0, 3, true);
     assert_eq!(rig.m.submit(&[late]), QI_DONE);
@@ -122,7 +137,10 @@ fn test_responses_for_unknown_or_answered_groups_are_dropped_and_counted() {
     assert_eq!(rig.m.submit(&[answer]), QI_DONE);
     let responses = rig.responses();
     assert_eq!(responses.len(), 2);
-    assert_eq!((responses[1].group, responses[1].code), (6, PageResponseCode::InvalidRequest));
+    assert_eq!(
+        (responses[1].group, responses[1].code),
+        (6, PageResponseCode::InvalidRequest)
+    );
     let stats = rig.m.unit.0.stats();
     assert_eq!((stats.page_requests, stats.page_responses), (2, 2));
 }

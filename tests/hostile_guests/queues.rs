@@ -40,13 +40,22 @@ fn expect_stop_then_recover(rig: &mut Rig, code: u64, fix: impl FnOnce(&mut Rig)
     let head = rig.m.iqh();
     let status = rig.m.status_slot();
     rig.m.free_head = head;
-    rig.m.push(qi::wait(status, QI_DONE, true, false, false, false));
+    rig.m
+        .push(qi::wait(status, QI_DONE, true, false, false, false));
     rig.m.ring();
-    assert_eq!((rig.m.iqh(), rig.m.ram.read_u32(status)), (head, QI_IN_USE), "stopped");
+    assert_eq!(
+        (rig.m.iqh(), rig.m.ram.read_u32(status)),
+        (head, QI_IN_USE),
+        "stopped"
+    );
     fix(rig);
     rig.m.writel(DMAR_FSTS_REG, FSTS_IQE);
     assert_eq!(rig.fsts() & FSTS_IQE, 0);
-    assert_eq!(rig.m.submit(&[qi::iotlb(1, 0, 0, false, 0)]), QI_DONE, "recovered");
+    assert_eq!(
+        rig.m.submit(&[qi::iotlb(1, 0, 0, false, 0)]),
+        QI_DONE,
+        "recovered"
+    );
 }
 
 #[test]
@@ -80,7 +89,14 @@ fn test_tail_equal_to_head_runs_nothing_and_a_wrapped_tail_runs_the_whole_ring()
 
 #[test]
 fn test_queue_outside_ram_is_a_fetch_error_until_moved() {
-    for base in [UNMAPPED, MMIO[0], MMIO[1], 0, GUARD + RAM_SIZE, 0xffff_ffff_ffff_f000] {
+    for base in [
+        UNMAPPED,
+        MMIO[0],
+        MMIO[1],
+        0,
+        GUARD + RAM_SIZE,
+        0xffff_ffff_ffff_f000,
+    ] {
         let mut rig = Rig::new();
         rig.m.program_events();
         rig.m.writeq(DMAR_IQA_REG, base | (1 << 11));
@@ -98,14 +114,31 @@ fn test_queue_outside_ram_is_a_fetch_error_until_moved() {
 #[test]
 fn test_wait_status_outside_ram_is_a_queue_error_and_writes_nothing() {
     let end = GUARD + RAM_SIZE;
-    for addr in [UNMAPPED, MMIO[0], MMIO[1], end, end + 0x1000 - 4, GUARD - 4, 0] {
+    for addr in [
+        UNMAPPED,
+        MMIO[0],
+        MMIO[1],
+        end,
+        end + 0x1000 - 4,
+        GUARD - 4,
+        0,
+    ] {
         let mut rig = queued();
         let status = rig.m.status_slot();
-        rig.m.push(qi::wait(addr, 0xdead_beef, true, false, false, false));
-        rig.m.push(qi::wait(status, QI_DONE, true, false, false, false));
+        rig.m
+            .push(qi::wait(addr, 0xdead_beef, true, false, false, false));
+        rig.m
+            .push(qi::wait(status, QI_DONE, true, false, false, false));
         rig.m.ring();
-        assert_eq!(rig.m.ram.read_u32(status), QI_IN_USE, "stopped at 0x{addr:x}");
-        assert_eq!((rig.fsts() & FSTS_IQE, iqei(&rig)), (FSTS_IQE, FETCH_OR_WRITE));
+        assert_eq!(
+            rig.m.ram.read_u32(status),
+            QI_IN_USE,
+            "stopped at 0x{addr:x}"
+        );
+        assert_eq!(
+            (rig.fsts() & FSTS_IQE, iqei(&rig)),
+            (FSTS_IQE, FETCH_OR_WRITE)
+        );
         assert_eq!(rig.m.iqh(), 0, "IQH on the bad wait");
         // Linux's fix: the bad descriptor becomes a wait of its own, IQE cleared.
         let fixed = qi::wait(status, QI_DONE, true, false, false, false);
@@ -117,7 +150,11 @@ fn test_wait_status_outside_ram_is_a_queue_error_and_writes_nothing() {
     }
     // The last four bytes of RAM are RAM.
     let mut rig = queued();
-    assert_eq!(rig.m.submit(&[qi::wait(end - 4, 7, true, false, false, false)]), QI_DONE);
+    assert_eq!(
+        rig.m
+            .submit(&[qi::wait(end - 4, 7, true, false, false, false)]),
+        QI_DONE
+    );
     assert_eq!(rig.m.ram.read_u32(end - 4), 7);
 }
 
@@ -132,11 +169,20 @@ fn test_malformed_descriptors_stop_the_queue_with_their_code() {
         ([0xf, 0, 0, 0], INVALID_TYPE),
         (reserved(qi::cc(1, 0, 0, 0), 0, 50), RESERVED),
         (reserved(qi::iotlb(3, 1, IOVA, false, 0), 1, 7), RESERVED),
-        (reserved(qi::piotlb(2, 1, PASID, 0, false, 0), 2, 0), RESERVED),
+        (
+            reserved(qi::piotlb(2, 1, PASID, 0, false, 0), 2, 0),
+            RESERVED,
+        ),
         (reserved(qi::pc(1, 1, PASID), 3, 63), RESERVED),
         (reserved(qi::dev_iotlb(DEV.0, 0, 0, false), 0, 12), RESERVED),
-        (reserved(qi::wait(IQ_BASE, 0, true, false, false, false), 1, 0), RESERVED),
-        (reserved(qi::page_response(DEV.0, Some(PASID), 0, 1, true), 2, 5), RESERVED),
+        (
+            reserved(qi::wait(IQ_BASE, 0, true, false, false, false), 1, 0),
+            RESERVED,
+        ),
+        (
+            reserved(qi::page_response(DEV.0, Some(PASID), 0, 1, true), 2, 5),
+            RESERVED,
+        ),
         (qi::page_response(DEV.0, Some(PASID), 7, 1, true), RESERVED),
         (qi::cc(0, 0, 0, 0), RESERVED),
         (qi::pc(2, 0, 0), RESERVED),
@@ -153,7 +199,10 @@ fn test_malformed_descriptors_stop_the_queue_with_their_code() {
         });
     }
     // 256-bit-only descriptors in a 128-bit queue.
-    for desc in [qi::pc(1, 1, PASID), qi::page_response(DEV.0, Some(PASID), 0, 1, true)] {
+    for desc in [
+        qi::pc(1, 1, PASID),
+        qi::page_response(DEV.0, Some(PASID), 0, 1, true),
+    ] {
         let mut rig = Rig::new();
         rig.m.program_events();
         rig.m.enable_qi(0, false);
@@ -172,14 +221,25 @@ fn test_events_to_addresses_outside_the_interrupt_range_are_not_sent() {
         rig.m.writel(DMAR_IEADDR_REG, addr as u32);
         rig.m.writel(DMAR_IEADDR_REG + 4, (addr >> 32) as u32);
         let before = rig.m.unit.0.stats().interrupts_dropped;
-        assert_eq!(rig.m.submit(&[qi::wait(IQ_BASE + 0xff0, 1, true, true, false, false)]), QI_DONE);
+        assert_eq!(
+            rig.m
+                .submit(&[qi::wait(IQ_BASE + 0xff0, 1, true, true, false, false)]),
+            QI_DONE
+        );
         rig.m.unit.0.flush();
         assert!(rig.msi.0.lock().unwrap().is_empty(), "sent to 0x{addr:x}");
         assert_eq!(rig.m.unit.0.stats().interrupts_dropped, before + 1);
     }
     // The same with the interrupt address: sent.
     let mut rig = queued();
-    assert_eq!(rig.m.submit(&[qi::wait(IQ_BASE + 0xff0, 1, true, true, false, false)]), QI_DONE);
+    assert_eq!(
+        rig.m
+            .submit(&[qi::wait(IQ_BASE + 0xff0, 1, true, true, false, false)]),
+        QI_DONE
+    );
     rig.m.unit.0.flush();
-    assert_eq!(*rig.msi.0.lock().unwrap(), vec![(u64::from(FE_ADDR), IE_DATA)]);
+    assert_eq!(
+        *rig.msi.0.lock().unwrap(),
+        vec![(u64::from(FE_ADDR), IE_DATA)]
+    );
 }

@@ -15,7 +15,10 @@ const ABOVE_WIDTH: u64 = 1 << 62;
 
 /// The request without PASID at IOVA faults with `reason`, recorded for our device.
 fn expect_fault(rig: &mut Rig, reason: FaultReason) {
-    assert!(rig.translate(None, IOVA, R).is_err(), "{reason:?}: translated");
+    assert!(
+        rig.translate(None, IOVA, R).is_err(),
+        "{reason:?}: translated"
+    );
     let record = rig.take_fault();
     assert_eq!(record.reason, reason.code(), "{reason:?}: {record:x?}");
     assert_eq!((record.sid, record.pasid), (DEV.0, None));
@@ -53,7 +56,11 @@ fn test_first_stage_loops_end_after_the_walks_levels() {
         rig.m.ram.write(top + slot * 8, mid | PAGE_TABLE);
         rig.m.ram.write(mid + slot * 8, top | PAGE_TABLE);
     }
-    rig.m.set_pasid(dir, 0, PasidEntryBuilder::first_level(top, DMA_DID, false, 2));
+    rig.m.set_pasid(
+        dir,
+        0,
+        PasidEntryBuilder::first_level(top, DMA_DID, false, 2),
+    );
     flush(&mut rig);
     assert_eq!(rig.translate(None, IOVA, R), Ok(top));
     // PS in every entry: the top level may not map a page, so the first step faults.
@@ -73,8 +80,13 @@ fn test_second_stage_loops_end_after_the_walks_levels() {
     rig.m.enable_qi(0, false);
     rig.m.set_root_entry(false);
     let table = self_loop(&mut rig, DMA_PTE_READ | DMA_PTE_WRITE);
-    rig.m.legacy_context(DEV, DMA_DID, table, 2, CONTEXT_TT_MULTI_LEVEL);
-    assert_eq!(rig.m.submit(&[qi::cc(1, 0, 0, 0), qi::iotlb(1, 0, 0, false, 0)]), QI_DONE);
+    rig.m
+        .legacy_context(DEV, DMA_DID, table, 2, CONTEXT_TT_MULTI_LEVEL);
+    assert_eq!(
+        rig.m
+            .submit(&[qi::cc(1, 0, 0, 0), qi::iotlb(1, 0, 0, false, 0)]),
+        QI_DONE
+    );
     rig.m.enable_translation();
     assert_eq!(rig.translate(None, IOVA + 8, R), Ok(table + 8));
     for slot in 0..512 {
@@ -87,7 +99,8 @@ fn test_second_stage_loops_end_after_the_walks_levels() {
     let mut rig = Rig::new();
     let (_, dir) = rig.scalable_context(7);
     let table = self_loop(&mut rig, DMA_PTE_READ | DMA_PTE_WRITE | DMA_PTE_LARGE_PAGE);
-    rig.m.set_pasid(dir, 0, PasidEntryBuilder::second_level(table, DMA_DID, 2));
+    rig.m
+        .set_pasid(dir, 0, PasidEntryBuilder::second_level(table, DMA_DID, 2));
     flush(&mut rig);
     expect_fault(&mut rig, SmSecondStageEntryReserved);
 }
@@ -97,7 +110,11 @@ fn test_bound_pasid_table_loop_faults_with_the_pasid() {
     let mut rig = Rig::new();
     let (_, dir) = rig.dma_domain();
     let table = self_loop(&mut rig, PAGE_TABLE | PAGE_PSE);
-    rig.m.set_pasid(dir, PASID, PasidEntryBuilder::first_level(table, SVA_DID, false, 2));
+    rig.m.set_pasid(
+        dir,
+        PASID,
+        PasidEntryBuilder::first_level(table, SVA_DID, false, 2),
+    );
     rig.m.flush_pasid_caches(SVA_DID, PASID);
     assert!(rig.translate(Some(PASID), VA, R).is_err());
     let record = rig.take_fault();
@@ -112,8 +129,10 @@ fn test_structures_outside_ram_fault_with_the_access_reason() {
         // Root table (RTADDR).
         let mut rig = Rig::new();
         rig.dma_domain();
-        rig.m.writeq(vsvm::vtd::regs::DMAR_RTADDR_REG, target | (1 << 10));
-        rig.m.writel(vsvm::vtd::regs::DMAR_GCMD_REG, rig.m.gcmd | (1 << 30));
+        rig.m
+            .writeq(vsvm::vtd::regs::DMAR_RTADDR_REG, target | (1 << 10));
+        rig.m
+            .writel(vsvm::vtd::regs::DMAR_GCMD_REG, rig.m.gcmd | (1 << 30));
         expect_fault(&mut rig, SmRootEntryAccess);
 
         // Context table (root entry), PASID directory (context entry), PASID table
@@ -136,7 +155,10 @@ fn test_structures_outside_ram_fault_with_the_access_reason() {
             rig.m.ram.write(at, (old & keep) | target);
             flush(&mut rig);
             rig.m.flush_pasid_caches(DMA_DID, 0);
-            assert!(rig.translate(None, IOVA, R).is_err(), "{what} at 0x{target:x}");
+            assert!(
+                rig.translate(None, IOVA, R).is_err(),
+                "{what} at 0x{target:x}"
+            );
             let record = rig.take_fault();
             assert_eq!(record.reason, reason.code(), "{what} at 0x{target:x}");
         }
@@ -164,11 +186,17 @@ fn test_second_stage_table_outside_ram_is_an_invalid_pointer() {
         rig.m.program_events();
         rig.m.enable_qi(0, false);
         rig.m.set_root_entry(false);
-        let tree = Tree::new(&mut rig.m.ram, 4, Space::default(), DMA_PTE_READ | DMA_PTE_WRITE);
+        let tree = Tree::new(
+            &mut rig.m.ram,
+            4,
+            Space::default(),
+            DMA_PTE_READ | DMA_PTE_WRITE,
+        );
         tree.map(&mut rig.m.ram, IOVA, PA, 1, DMA_PTE_READ);
         let slot = tree.slot(&rig.m.ram, IOVA, 2);
         rig.m.ram.write(slot, target | DMA_PTE_READ | DMA_PTE_WRITE);
-        rig.m.legacy_context(DEV, DMA_DID, tree.root, 2, CONTEXT_TT_MULTI_LEVEL);
+        rig.m
+            .legacy_context(DEV, DMA_DID, tree.root, 2, CONTEXT_TT_MULTI_LEVEL);
         assert_eq!(rig.m.submit(&[qi::cc(1, 0, 0, 0)]), QI_DONE);
         rig.m.enable_translation();
         expect_fault(&mut rig, PagingEntryInvalid);
@@ -195,7 +223,11 @@ fn test_reserved_bits_fault_with_the_reserved_reason() {
             "PASID entry" => rig.m.pasid_entry_addr(dir, 0) + 16,
             _ => tree.slot(&rig.m.ram, IOVA, 4),
         };
-        let bit = if what == "first-stage entry" { PAGE_PSE } else { ABOVE_WIDTH };
+        let bit = if what == "first-stage entry" {
+            PAGE_PSE
+        } else {
+            ABOVE_WIDTH
+        };
         rig.m.ram.set(at, bit);
         flush(&mut rig);
         rig.m.flush_pasid_caches(DMA_DID, 0);
@@ -212,9 +244,16 @@ fn test_reserved_bits_fault_with_the_reserved_reason() {
         rig.m.program_events();
         rig.m.enable_qi(0, false);
         rig.m.set_root_entry(false);
-        let tree = Tree::new(&mut rig.m.ram, 4, Space::default(), DMA_PTE_READ | DMA_PTE_WRITE);
+        let tree = Tree::new(
+            &mut rig.m.ram,
+            4,
+            Space::default(),
+            DMA_PTE_READ | DMA_PTE_WRITE,
+        );
         tree.map(&mut rig.m.ram, IOVA, PA, 1, DMA_PTE_READ);
-        let context = rig.m.legacy_context(DEV, DMA_DID, tree.root, 2, CONTEXT_TT_MULTI_LEVEL);
+        let context = rig
+            .m
+            .legacy_context(DEV, DMA_DID, tree.root, 2, CONTEXT_TT_MULTI_LEVEL);
         let at = match what {
             "root entry" => ROOT_TABLE,
             "context entry" => context,
@@ -236,15 +275,28 @@ fn test_pasid_beyond_the_directory_size_faults() {
     let mut rig = Rig::new();
     let (_, dir) = rig.scalable_context(0);
     let tree = Tree::new(&mut rig.m.ram, 4, Space::default(), PAGE_TABLE);
-    tree.map(&mut rig.m.ram, VA, PA, 1, PAGE_USER_RW | PAGE_ACCESSED | PAGE_DIRTY);
-    rig.m.set_pasid(dir, 0, PasidEntryBuilder::first_level(tree.root, DMA_DID, false, 2));
+    tree.map(
+        &mut rig.m.ram,
+        VA,
+        PA,
+        1,
+        PAGE_USER_RW | PAGE_ACCESSED | PAGE_DIRTY,
+    );
+    rig.m.set_pasid(
+        dir,
+        0,
+        PasidEntryBuilder::first_level(tree.root, DMA_DID, false, 2),
+    );
     flush(&mut rig);
     // The guest writes entries past the directory's end (inside RAM) and flushes them.
     for pasid in [COVERED, 0xf_ffff] {
         let entry = PasidEntryBuilder::first_level(tree.root, SVA_DID, false, 2);
         rig.m.set_pasid(dir, pasid, entry);
         rig.m.flush_pasid_caches(SVA_DID, pasid);
-        assert!(rig.translate(Some(pasid), VA, R).is_err(), "PASID 0x{pasid:x} bound");
+        assert!(
+            rig.translate(Some(pasid), VA, R).is_err(),
+            "PASID 0x{pasid:x} bound"
+        );
         let record = rig.take_fault();
         assert_eq!(record.reason, SmPasidTooLarge.code(), "PASID 0x{pasid:x}");
         assert_eq!(record.pasid, Some(pasid));
@@ -254,7 +306,11 @@ fn test_pasid_beyond_the_directory_size_faults() {
     rig.m.set_pasid(dir, COVERED - 1, entry);
     rig.m.flush_pasid_caches(SVA_DID, COVERED - 1);
     assert_eq!(rig.translate(Some(COVERED - 1), VA, R), Ok(PA));
-    assert_eq!(rig.m.unit.0.stats().binds, 1, "only the covered PASID is bound");
+    assert_eq!(
+        rig.m.unit.0.stats().binds,
+        1,
+        "only the covered PASID is bound"
+    );
     // RID_PASID beyond the directory: requests without PASID fault.
     let context = rig.m.context_entry(DEV);
     rig.m.ram.write(context + 8, u64::from(COVERED));
