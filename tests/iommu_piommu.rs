@@ -257,7 +257,7 @@ fn test_five_level_table_translates_57_bit_addresses() {
     rig.bind(1);
     assert_eq!(
         rig.translate(1, va, READ),
-        unrecoverable(UnrecoverableReason::Walk),
+        unrecoverable(UnrecoverableReason::OutOfRange),
         "not canonical with 4 levels"
     );
 }
@@ -377,7 +377,7 @@ fn test_reserved_bit_is_unrecoverable_and_reported() {
 }
 
 #[test]
-fn test_unreadable_table_is_unrecoverable_pte_fetch() {
+fn test_unreadable_top_level_table_is_unrecoverable_root_fetch() {
     let rig = Rig::new();
     let mut table = rig.process.page_table(FirstStageFlags::default());
     table.root = 0x8000_0000; // not in the DMA map
@@ -385,7 +385,7 @@ fn test_unreadable_table_is_unrecoverable_pte_fetch() {
     rig.iommu.bind(DEV, pasid(1), target).unwrap();
     assert_eq!(
         rig.translate(1, VA_4K, READ),
-        unrecoverable(UnrecoverableReason::PteFetch)
+        unrecoverable(UnrecoverableReason::RootFetch)
     );
 }
 

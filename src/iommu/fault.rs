@@ -102,11 +102,15 @@ pub enum UnrecoverableReason {
     PasidFetch,
     /// The PASID entry is malformed.
     BadPasidEntry,
-    /// A page-table entry could not be read.
+    /// The top-level table, the one the table pointer names, could not be read: the pointer
+    /// itself is bad (VT-d, for one, reports it apart from a bad entry further down).
+    RootFetch,
+    /// A page-table entry below the top level could not be read.
     PteFetch,
-    /// A page-table entry is malformed (reserved bits, non-canonical address).
+    /// A page-table entry is malformed (reserved bits).
     Walk,
-    /// The address is outside what the tables can translate.
+    /// The address is outside what the tables can translate: beyond the second stage's
+    /// address width, or not canonical for the first stage's paging mode.
     OutOfRange,
     /// A vendor condition with no neutral name.
     Other,

@@ -151,7 +151,7 @@ fn reason(fault: &UnrecoverableFault, scalable: bool) -> FaultReason {
         return match fault.reason {
             UnrecoverableReason::OutOfRange => AddressBeyondMgaw,
             UnrecoverableReason::Walk => PagingEntryReserved,
-            UnrecoverableReason::PteFetch => PagingEntryInvalid,
+            UnrecoverableReason::PteFetch | UnrecoverableReason::RootFetch => PagingEntryInvalid,
             _ if write => WriteNotPermitted,
             _ => ReadNotPermitted,
         };
@@ -163,6 +163,8 @@ fn reason(fault: &UnrecoverableFault, scalable: bool) -> FaultReason {
         UnrecoverableReason::Permission => SmReadNotPermitted,
         UnrecoverableReason::PteFetch if second => SmSecondStageEntryAccess,
         UnrecoverableReason::PteFetch => SmFirstStageEntryAccess,
+        UnrecoverableReason::RootFetch if second => SmSecondStageRootInvalid,
+        UnrecoverableReason::RootFetch => SmFirstStageRootAccess,
         UnrecoverableReason::Walk if second => SmSecondStageEntryReserved,
         UnrecoverableReason::Walk => SmFirstStageEntryReserved,
         UnrecoverableReason::OutOfRange if second => SmAddressBeyondMax,

@@ -317,3 +317,68 @@ fn test_pasid_beyond_the_directory_size_faults() {
     flush(&mut rig);
     expect_fault(&mut rig, SmRidPasidInvalid);
 }
+
+/// An input address that is not canonical for the first-stage table's paging mode (bits
+/// 63:47 not all equal with 4 levels) faults as non-canonical (SGN.8: 0x80), with or without
+/// PASID, and no page request can fix it.
+#[test]
+fn test_non_canonical_first_stage_address_faults_as_non_canonical() {
+    const NOT_CANONICAL: u64 = 1 << 47;
+    let mut rig = Rig::new();
+    let (_, dir) = rig.dma_domain();
+    rig.sva(dir);
+    assert!(rig.translate(None, NOT_CANONICAL, R).is_err());
+    let record = rig.take_fault();
+    assert_eq!(record.reason, SmNonCanonical.code(), "{record:x?}");
+    assert_eq!((record.pasid, record.addr), (None, NOT_CANONICAL));
+    assert!(rig.translate(Some(PASID), VA | NOT_CANONICAL, R).is_err());
+    let record = rig.take_fault();
+    assert_eq!(record.reason, SmNonCanonical.code(), "{record:x?}");
+    assert_eq!(record.pasid, Some(PASID));
+    // The canonical neighbours still translate.
+    assert_eq!(rig.translate(Some(PASID), VA, R), Ok(PA));
+}
+
+/// The table pointer of a PASID entry (FSPTPTR of a first-stage entry, SSPTPTR of a
+/// second-stage one) or of a legacy context entry (SLPTPTR) aimed outside RAM: the top-level
+/// table cannot be read, which has its own reason (SFS.4 0x73, SSS.4 0x7b; legacy LSL.1 0x07
+/// like any unreadable second-stage table).
+#[test]
+fn test_unreadable_top_level_table_faults_with_the_table_pointer_reason() {
+    for target in [UNMAPPED, MMIO[0], MMIO[1]] {
+        // A first-stage DMA domain (RID_PASID) and a bound PASID.
+        let mut rig = Rig::new();
+        let (_, dir) = rig.dma_domain();
+        let entry = PasidEntryBuilder::first_level(target, DMA_DID, false, 2);
+        rig.m.set_pasid(dir, 0, entry);
+        flush(&mut rig);
+        rig.m.flush_pasid_caches(DMA_DID, 0);
+        expect_fault(&mut rig, SmFirstStageRootAccess);
+        let entry = PasidEntryBuilder::first_level(target, SVA_DID, false, 2);
+        rig.m.set_pasid(dir, PASID, entry);
+        rig.m.flush_pasid_caches(SVA_DID, PASID);
+        assert!(rig.translate(Some(PASID), VA, R).is_err());
+        let record = rig.take_fault();
+        assert_eq!(record.reason, SmFirstStageRootAccess.code(), "0x{target:x}");
+        assert_eq!(record.pasid, Some(PASID));
+
+        // A second-stage DMA domain (RID_PASID, PGTT 010b).
+        let mut rig = Rig::new();
+        let (_, dir) = rig.scalable_context(7);
+        let entry = PasidEntryBuilder::second_level(target, DMA_DID, 2);
+        rig.m.set_pasid(dir, 0, entry);
+        flush(&mut rig);
+        expect_fault(&mut rig, SmSecondStageRootInvalid);
+
+        // Legacy mode.
+        let mut rig = Rig::new();
+        rig.m.program_events();
+        rig.m.enable_qi(0, false);
+        rig.m.set_root_entry(false);
+        rig.m
+            .legacy_context(DEV, DMA_DID, target, 2, CONTEXT_TT_MULTI_LEVEL);
+        assert_eq!(rig.m.submit(&[qi::cc(1, 0, 0, 0)]), QI_DONE);
+        rig.m.enable_translation();
+        expect_fault(&mut rig, PagingEntryInvalid);
+    }
+}

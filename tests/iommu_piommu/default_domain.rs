@@ -150,7 +150,7 @@ fn test_first_stage_default_domain_faults_are_unrecoverable_and_reported() {
     );
     assert_eq!(
         rig.untagged(1 << 47, READ),
-        unrecoverable(UnrecoverableReason::Walk),
+        unrecoverable(UnrecoverableReason::OutOfRange),
         "not canonical"
     );
     assert_eq!(
@@ -158,7 +158,7 @@ fn test_first_stage_default_domain_faults_are_unrecoverable_and_reported() {
         [
             fault(IOVA_HOLE, READ, UnrecoverableReason::NotPresent, first),
             fault(IOVA_RO, WRITE, UnrecoverableReason::Permission, first),
-            fault(1 << 47, READ, UnrecoverableReason::Walk, first),
+            fault(1 << 47, READ, UnrecoverableReason::OutOfRange, first),
         ]
     );
     assert!(rig.endpoint.responses().is_empty(), "no page request path");
@@ -459,7 +459,7 @@ fn test_each_device_walks_in_its_own_dma_map() {
     assert_eq!(
         out(a, IOVA_4K),
         Err(TranslateFailure::Unrecoverable(
-            UnrecoverableReason::PteFetch
+            UnrecoverableReason::RootFetch
         ))
     );
     assert_eq!(out(b, IOVA_4K + 8), Ok(0x30_0008));

@@ -139,15 +139,18 @@ pub(super) fn failure(fault: WalkFault, can_fault: bool) -> Failure {
     let (reason, stage) = match fault {
         WalkFault::First(FsFault::NotPresent) => (NotPresent, FaultStage::First),
         WalkFault::FirstDenied(_) => (Permission, FaultStage::First),
-        WalkFault::First(FsFault::NonCanonical | FsFault::Reserved) => (Walk, FaultStage::First),
-        WalkFault::First(
-            FsFault::RootAccess | FsFault::TableAccess | FsFault::AdUpdate | FsFault::Nested { .. },
-        ) => (PteFetch, FaultStage::First),
+        WalkFault::First(FsFault::NonCanonical) => (OutOfRange, FaultStage::First),
+        WalkFault::First(FsFault::Reserved) => (Walk, FaultStage::First),
+        WalkFault::First(FsFault::RootAccess) => (RootFetch, FaultStage::First),
+        WalkFault::First(FsFault::TableAccess | FsFault::AdUpdate | FsFault::Nested { .. }) => {
+            (PteFetch, FaultStage::First)
+        }
         WalkFault::Second(SsFault::NotPresent) => (NotPresent, FaultStage::Second),
         WalkFault::SecondDenied(_) => (Permission, FaultStage::Second),
         WalkFault::Second(SsFault::BeyondWidth) => (OutOfRange, FaultStage::Second),
         WalkFault::Second(SsFault::Reserved) => (Walk, FaultStage::Second),
-        WalkFault::Second(SsFault::RootAccess | SsFault::TableAccess | SsFault::AdUpdate) => {
+        WalkFault::Second(SsFault::RootAccess) => (RootFetch, FaultStage::Second),
+        WalkFault::Second(SsFault::TableAccess | SsFault::AdUpdate) => {
             (PteFetch, FaultStage::Second)
         }
     };
@@ -264,11 +267,19 @@ mod tests {
         );
         assert_eq!(
             first(FsFault::NonCanonical, true),
-            fatal(Walk, FaultStage::First)
+            fatal(OutOfRange, FaultStage::First)
         );
         assert_eq!(
             first(FsFault::TableAccess, true),
             fatal(PteFetch, FaultStage::First)
+        );
+        assert_eq!(
+            first(FsFault::RootAccess, true),
+            fatal(RootFetch, FaultStage::First)
+        );
+        assert_eq!(
+            failure(WalkFault::Second(SsFault::RootAccess), false),
+            fatal(RootFetch, FaultStage::Second)
         );
     }
 
