@@ -16,6 +16,8 @@ mod common_vtd;
 mod device_jobs;
 #[path = "hostile_guests/page_requests.rs"]
 mod page_requests;
+#[path = "hostile_guests/pasid_jobs.rs"]
+mod pasid_jobs;
 #[path = "hostile_guests/queues.rs"]
 mod queues;
 #[path = "hostile_guests/rig.rs"]

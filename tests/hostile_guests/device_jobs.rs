@@ -6,9 +6,10 @@
 //! outside RAM either way.
 
 #[path = "../common/accel.rs"]
-mod accel_driver;
+pub mod accel_driver;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use accel_driver::AccelDriver;
 use vsvm::devices::accel;
@@ -22,7 +23,7 @@ use vsvm::vtd::{FaultReason, VtdConfig};
 use crate::common_vtd::driver::*;
 use crate::common_vtd::guarded::{GuardedRam, GUARD};
 use crate::common_vtd::*;
-use crate::rig::{Front, Msi, DMA_DID, ID, IOVA, MMIO, PA};
+use crate::rig::{Front, Msi, DMA_DID, ID, IOVA, LONG, MMIO, PA};
 
 /// IOVAs of the guest's DMA domain: one never mapped, and three mapped outside RAM.
 const HOLE: u64 = 0x20_0000;
@@ -33,10 +34,10 @@ const OUTSIDE: [(u64, u64); 3] = [
 ];
 const LEN: u32 = 256;
 
-struct AccelRig {
-    m: Machine<Front>,
-    drv: AccelDriver,
-    guarded: GuardedRam,
+pub struct AccelRig {
+    pub m: Machine<Front>,
+    pub drv: AccelDriver,
+    pub guarded: GuardedRam,
 }
 
 impl Drop for AccelRig {
@@ -48,33 +49,45 @@ impl Drop for AccelRig {
     }
 }
 
-/// The accelerator and the front end over one physical model on guarded RAM (both the
-/// endpoint's and the unit's mappings of it guarded); the guest booted in scalable mode
-/// with a first-stage DMA domain mapping IOVA to PA and the OUTSIDE IOVAs out of RAM.
-fn accel_rig() -> AccelRig {
-    let config = VtdConfig::default();
-    let guarded = GuardedRam::new(RAM_SIZE);
-    let mem = guarded.memory();
-    let iommu = Arc::new(PhysicalIommu::new(config, mem.clone()));
-    let ep = accel::endpoint_svm(accel::VENDOR_ID, accel::DEVICE_ID, iommu.clone(), ID).unwrap();
-    let memfd = guarded.memfd.try_clone().unwrap();
-    let mut drv = AccelDriver::new(ep, memfd, guarded.end() + GUARD, GUARD);
-    for unmap in guarded.guard_unmaps() {
-        drv.ep.dma_unmap(unmap).unwrap();
+impl AccelRig {
+    /// The accelerator and the front end over one physical model on guarded RAM (both the
+    /// endpoint's and the unit's mappings of it guarded), page requests answered by the host
+    /// after `timeout`; the guest has not programmed the unit yet. Work-queue rings go at
+    /// the start of RAM.
+    pub fn new(timeout: Duration) -> Self {
+        let config = VtdConfig::default();
+        let guarded = GuardedRam::new(RAM_SIZE);
+        let mem = guarded.memory();
+        let iommu = Arc::new(PhysicalIommu::with_timeout(config, mem.clone(), timeout));
+        let ep =
+            accel::endpoint_svm(accel::VENDOR_ID, accel::DEVICE_ID, iommu.clone(), ID).unwrap();
+        let memfd = guarded.memfd.try_clone().unwrap();
+        let mut drv = AccelDriver::new(ep, memfd, guarded.end() + GUARD, GUARD);
+        for unmap in guarded.guard_unmaps() {
+            drv.ep.dma_unmap(unmap).unwrap();
+        }
+        assert_eq!(guarded.arm(), 1, "the device's own mapping guarded too");
+        let msi = Arc::new(Msi::default());
+        let front = FrontEnd::new(
+            config,
+            mem.clone(),
+            iommu.clone() as Arc<dyn HostIommu>,
+            &[ID],
+            msi,
+        )
+        .unwrap();
+        let mut ram = GuestRam::guarded(mem, &guarded);
+        ram.skip_to(ALLOC_BASE);
+        let m = Machine::with_unit(ram, Front(front));
+        AccelRig { m, drv, guarded }
     }
-    assert_eq!(guarded.arm(), 1, "the device's own mapping guarded too");
-    let msi = Arc::new(Msi::default());
-    let front = FrontEnd::new(
-        config,
-        mem.clone(),
-        iommu.clone() as Arc<dyn HostIommu>,
-        &[ID],
-        msi,
-    )
-    .unwrap();
-    let mut ram = GuestRam::guarded(mem, &guarded);
-    ram.skip_to(ALLOC_BASE);
-    let mut m = Machine::with_unit(ram, Front(front));
+}
+
+/// The guest booted in scalable mode with a first-stage DMA domain mapping IOVA to PA and
+/// the OUTSIDE IOVAs out of RAM.
+fn accel_rig() -> AccelRig {
+    let mut rig = AccelRig::new(LONG);
+    let m = &mut rig.m;
     m.boot_scalable();
     let (_, dir) = m.sm_context(DEV, true, 7);
     let tree = Tree::new(&mut m.ram, 4, Space::default(), PAGE_TABLE);
@@ -89,7 +102,7 @@ fn accel_rig() -> AccelRig {
         PasidEntryBuilder::first_level(tree.root, DMA_DID, false, 2),
     );
     m.flush_context_present(DEV, &[DMA_DID]);
-    AccelRig { m, drv, guarded }
+    rig
 }
 
 #[test]
