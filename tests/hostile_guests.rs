@@ -8,8 +8,9 @@
 //! server's own mapping and checked for their sentinel after every case.
 //!
 //! The guest reaches us through the front end (`src/viommu`) over the real physical model, so
-//! every case is driven that way; the translating unit (`src/vtd`) has its own malformed-input
-//! tests in tests/vtd_*.rs.
+//! every case is driven that way; the invalidation-queue cases also run against the translating
+//! unit (`src/vtd`) on the same guarded RAM (unit_queues.rs), which has its own
+//! malformed-input tests in tests/vtd_*.rs.
 
 mod common_vtd;
 #[path = "hostile_guests/device_jobs.rs"]
@@ -24,6 +25,8 @@ mod queues;
 mod rig;
 #[path = "hostile_guests/tables.rs"]
 mod tables;
+#[path = "hostile_guests/unit_queues.rs"]
+mod unit_queues;
 
 use common_vtd::guarded::{GuardedRam, GUARD};
 

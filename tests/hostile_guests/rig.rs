@@ -15,7 +15,6 @@ use vsvm::iommu::{
 };
 use vsvm::viommu::{FrontEnd, InterruptPort};
 use vsvm::vtd::piommu::PhysicalIommu;
-use vsvm::vtd::regs::DMAR_FSTS_REG;
 use vsvm::vtd::{RecordingSink, VtdConfig};
 
 /// The device behind the unit.
@@ -160,11 +159,6 @@ impl Rig {
             self.m.service_fault(index);
         }
         out
-    }
-
-    /// FSTS.
-    pub fn fsts(&self) -> u32 {
-        self.m.readl(DMAR_FSTS_REG)
     }
 
     /// Scalable-mode boot and a context entry with a PASID directory of `pdts` (2^(pdts+7)
