@@ -497,11 +497,20 @@ fn work_queues_behind_iommu(e: &Evidence) -> Result<(), String> {
     work_queues_with(e, code)
 }
 
-/// A guest scribbled random values over our VT-d's registers with translation on; whatever
-/// became of it, the server served the next QEMU, whose guest used the IOMMU normally (the
-/// `iommu` script passed), and exited 0 on SIGTERM (checked when it stopped).
+/// A guest took our VT-d's structures over (root table and invalidation queue in its own
+/// pages, changed at random) and then scribbled random values over its registers with
+/// translation on; whatever became of it, the server served the next QEMU, whose guest used
+/// the IOMMU normally (the `iommu` script passed), and exited 0 on SIGTERM (checked when it
+/// stopped).
 fn survives_scribbling(e: &Evidence) -> Result<(), String> {
     let console = &e.first.console;
+    ensure!(
+        console.contains("scribble: tables: root table set: yes")
+            && console.contains("scribble: tables: queue moved: yes")
+            && console.contains("scribble: tables: done"),
+        "the guest did not take the unit's structures over; console ends:\n{}",
+        e.first.tail(30)
+    );
     let writes = console
         .lines()
         .filter(|l| l.contains("scribble: ") && l.contains(" <- "))
