@@ -930,7 +930,7 @@ static void soak_ops(const struct soak_args *a)
 	char tail[96];
 
 	case_start("soak");
-	printf("sva soak: seed %#" PRIx64 " (replay: accel-sva soak --seed %#" PRIx64
+	printf("sva soak seed %#" PRIx64 " (replay: accel-sva soak --seed %#" PRIx64
 	       " --jobs %u --procs %u --in-flight %u), %u jobs in %u process%s, up to %u in flight\n",
 	       a->seed, a->seed, a->jobs, a->procs, a->in_flight, a->jobs, a->procs,
 	       a->procs > 1 ? "es" : "", a->in_flight);
