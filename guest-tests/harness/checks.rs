@@ -820,7 +820,7 @@ fn demo_workload(e: &Evidence) -> Result<(), String> {
     );
     if kernel.starts_with("6.12.") {
         ensure!(
-            !sva && num("jobs")? == 0 && num("bytes_verified")? == 0,
+            !sva && num("jobs")? == 0 && num("bytes_verified")? == 0 && num("pasid")? == 0,
             "6.12 refuses SVA binds, the JSON must say so: {json}"
         );
         ensure!(
@@ -834,7 +834,12 @@ fn demo_workload(e: &Evidence) -> Result<(), String> {
     let (jobs, bytes) = (num("jobs")?, num("bytes_verified")?);
     let (faults, pages) = (num("faults_reported")?, num("fault_pages")?);
     ensure!(
-        jobs >= 100 && bytes > 0 && faults > 0 && pages > 0 && num("munmaps")? > 0,
+        jobs >= 100
+            && bytes > 0
+            && faults > 0
+            && pages > 0
+            && num("munmaps")? > 0
+            && num("pasid")? > 0,
         "the SVA workload lacks jobs, bytes, faults, fresh pages or a munmap: {json}"
     );
     ensure!(
