@@ -835,7 +835,6 @@ static void kill_ops(void)
 struct soak_args {
 	uint64_t seed;
 	unsigned int jobs, procs, in_flight;
-	int seeded;
 };
 
 /* Options after the mode; -1 on a bad one (printed). */
@@ -858,7 +857,6 @@ static int soak_args(int argc, char **argv, struct soak_args *a)
 		}
 		if (!strcmp(opt, "--seed")) {
 			a->seed = n;
-			a->seeded = 1;
 		} else if (!strcmp(opt, "--jobs") && n >= 1 && n <= 10000000) {
 			a->jobs = n;
 		} else if (!strcmp(opt, "--procs") && n >= 1 && n <= 2) {
@@ -924,7 +922,8 @@ static void soak_ops(const struct soak_args *a)
 	struct soak_params p = { .max_inflight = a->in_flight, .who = "sva soak parent" };
 	struct soak_stats st, child = { 0 }, all = { 0 };
 	unsigned int share = a->jobs / a->procs;
-	int to_parent[2] = { -1, -1 }, wst = 0;
+	int to_parent[2] = { -1, -1 }, to_child[2] = { -1, -1 }, wst = 0;
+	char go = 'g';
 	pid_t pid = -1;
 	uint64_t t0 = now_ns();
 	char tail[96];
@@ -935,11 +934,14 @@ static void soak_ops(const struct soak_args *a)
 	       a->seed, a->seed, a->jobs, a->procs, a->in_flight, a->jobs, a->procs,
 	       a->procs > 1 ? "es" : "", a->in_flight);
 	if (a->procs > 1) {
-		CHECK(pipe(to_parent) == 0, "pipe: %s", strerror(errno));
+		/* A child that died closed its pipe: the write below must fail, not kill us. */
+		signal(SIGPIPE, SIG_IGN);
+		CHECK(pipe(to_parent) == 0 && pipe(to_child) == 0, "pipe: %s", strerror(errno));
 		pid = fork();
 		CHECK(pid >= 0, "fork: %s", strerror(errno));
 		if (pid == 0) {
 			close(to_parent[0]);
+			close(to_child[1]);
 			/* Its own binding: the inherited file is the parent's. */
 			vsvm_close(&v);
 			if (vsvm_open(&v, 0)) {
@@ -952,12 +954,20 @@ static void soak_ops(const struct soak_args *a)
 			p.who = "sva soak child";
 			soak_run(&v, &p, &st);
 			soak_print(p.who, &st, st.failed ? ": FAIL" : ": OK");
-			vsvm_close(&v);
-			if (write(to_parent[1], &st, sizeof(st)) != sizeof(st))
+			/*
+			 * Unbind only once the parent's jobs are done too: the drain's stop
+			 * marker then never shares the guest's page request queue with a
+			 * page request (one interrupt for two would spoil the count the
+			 * host compares with the server's).
+			 */
+			if (write(to_parent[1], &st, sizeof(st)) != sizeof(st) ||
+			    read(to_child[0], &go, 1) != 1)
 				_exit(1);
+			vsvm_close(&v);
 			_exit(st.failed ? 1 : 0);
 		}
 		close(to_parent[1]);
+		close(to_child[0]);
 	}
 	p.seed = a->seed;
 	p.jobs = share;
@@ -965,9 +975,13 @@ static void soak_ops(const struct soak_args *a)
 	soak_print(p.who, &st, st.failed ? ": FAIL" : ": OK");
 	soak_add_stats(&all, &st);
 	if (pid > 0) {
+		/* The child's jobs are done once its counters come (or it died: EOF). */
 		ssize_t got = read(to_parent[0], &child, sizeof(child));
 
 		close(to_parent[0]);
+		if (write(to_child[1], &go, 1) != 1)
+			got = -1;
+		close(to_child[1]);
 		wst = soak_reap(pid);
 		CHECK(got == sizeof(child) && wst >= 0 && WIFEXITED(wst),
 		      "the second process did not finish (status %#x)", wst);
