@@ -30,6 +30,21 @@
  *   accel-sva kill    a child queues many faulting jobs and is SIGKILLed with
  *                     them in flight: the driver drains and unbinds; a new
  *                     process binds and works
+ *   accel-sva soak [--jobs N] [--seed S] [--procs 1|2] [--in-flight K]
+ *                     N random jobs (default 3000, split between the
+ *                     processes: by default two bound at once, each to its own
+ *                     PASID) mixing memmove / fill / compare on malloc'd, THP
+ *                     and never-touched memory, jobs aimed at read-only,
+ *                     unmapped and PROT_NONE addresses, and munmap / mmap of
+ *                     ranges between jobs, up to K (default 16) jobs in flight;
+ *                     every record and every byte checked against the
+ *                     program's model (sva-soak.h). The seed is printed; the
+ *                     same seed replays the same jobs
+ *   accel-sva demo [--jobs N] [--seed S]
+ *                     the soak as the demo runs it: one process, N jobs
+ *                     (default 400), sure to include never-touched pages and
+ *                     a munmap with jobs faulting on the range; its last line
+ *                     is machine-readable ("accel-sva demo: jobs=N ...")
  *
  * Exits 3 when the kernel refuses to bind the process (EOPNOTSUPP): Debian's
  * 6.12 has "iommu: disable SVA when CONFIG_X86 is set" (stable 6.12.64), which
@@ -53,6 +68,7 @@
 
 #include "libvsvm.h"
 #include "pattern.h"
+#include "sva-soak.h"
 
 #define KiB		1024u
 #define MiB		(1024u * KiB)
@@ -808,6 +824,207 @@ static void kill_ops(void)
 		"and its job worked, and so did the parent's", pasid, pasid2);
 }
 
+#define SOAK_JOBS		3000
+#define SOAK_PROCS		2
+#define SOAK_IN_FLIGHT		16
+#define DEMO_JOBS		400
+#define DEMO_SEED		0x5653u
+/* A soak process that outlives this (its every wait is bounded) is stuck: stop it. */
+#define SOAK_CHILD_TIMEOUT_S	600
+
+struct soak_args {
+	uint64_t seed;
+	unsigned int jobs, procs, in_flight;
+};
+
+/* Options after the mode; -1 on a bad one (printed). */
+static int soak_args(int argc, char **argv, struct soak_args *a)
+{
+	for (int i = 2; i < argc; i++) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end;
+		unsigned long long n;
+
+		if (!val) {
+			printf("accel-sva: %s needs a value\n", opt);
+			return -1;
+		}
+		errno = 0;
+		n = strtoull(val, &end, 0);
+		if (errno || *end || end == val) {
+			printf("accel-sva: %s: not a number: %s\n", opt, val);
+			return -1;
+		}
+		if (!strcmp(opt, "--seed")) {
+			a->seed = n;
+		} else if (!strcmp(opt, "--jobs") && n >= 1 && n <= 10000000) {
+			a->jobs = n;
+		} else if (!strcmp(opt, "--procs") && n >= 1 && n <= 2) {
+			a->procs = n;
+		} else if (!strcmp(opt, "--in-flight") && n >= 1 && n <= SOAK_MAX_INFLIGHT) {
+			a->in_flight = n;
+		} else {
+			printf("accel-sva: bad option %s %s\n", opt, val);
+			return -1;
+		}
+		i++;
+	}
+	return 0;
+}
+
+static void soak_add_stats(struct soak_stats *to, const struct soak_stats *st)
+{
+	to->jobs += st->jobs;
+	to->batches += st->batches;
+	to->memmoves += st->memmoves;
+	to->fills += st->fills;
+	to->compares += st->compares;
+	to->bytes_verified += st->bytes_verified;
+	to->bytes_swept += st->bytes_swept;
+	to->faults_expected += st->faults_expected;
+	to->faults_seen += st->faults_seen;
+	to->fault_pages += st->fault_pages;
+	to->unmaps += st->unmaps;
+	to->remaps += st->remaps;
+	if (st->max_batch > to->max_batch)
+		to->max_batch = st->max_batch;
+	to->failed |= st->failed;
+}
+
+/* Wait for pid at most SOAK_CHILD_TIMEOUT_S (then SIGKILL it): its wait status, or -1. */
+static int soak_reap(pid_t pid)
+{
+	int st;
+
+	for (unsigned int i = 0; i < SOAK_CHILD_TIMEOUT_S * 10; i++) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return st;
+		if (r < 0)
+			return -1;
+		usleep(100 * 1000);
+	}
+	printf("sva soak: the second process is stuck after %u s: killing it\n",
+	       SOAK_CHILD_TIMEOUT_S);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return -1;
+}
+
+/*
+ * The soak: a second process (its own binding, its own regions at the same
+ * addresses, another seed) runs at the same time; its counters come back
+ * through a pipe.
+ */
+static void soak_ops(const struct soak_args *a)
+{
+	struct soak_params p = { .max_inflight = a->in_flight, .who = "sva soak parent" };
+	struct soak_stats st, child = { 0 }, all = { 0 };
+	unsigned int share = a->jobs / a->procs;
+	int to_parent[2] = { -1, -1 }, to_child[2] = { -1, -1 }, wst = 0;
+	char go = 'g';
+	pid_t pid = -1;
+	uint64_t t0 = now_ns();
+	char tail[96];
+
+	case_start("soak");
+	printf("sva soak seed %#" PRIx64 " (replay: accel-sva soak --seed %#" PRIx64
+	       " --jobs %u --procs %u --in-flight %u), %u jobs in %u process%s, up to %u in flight\n",
+	       a->seed, a->seed, a->jobs, a->procs, a->in_flight, a->jobs, a->procs,
+	       a->procs > 1 ? "es" : "", a->in_flight);
+	if (a->procs > 1) {
+		/* A child that died closed its pipe: the write below must fail, not kill us. */
+		signal(SIGPIPE, SIG_IGN);
+		CHECK(pipe(to_parent) == 0 && pipe(to_child) == 0, "pipe: %s", strerror(errno));
+		pid = fork();
+		CHECK(pid >= 0, "fork: %s", strerror(errno));
+		if (pid == 0) {
+			close(to_parent[0]);
+			close(to_child[1]);
+			/* Its own binding: the inherited file is the parent's. */
+			vsvm_close(&v);
+			if (vsvm_open(&v, 0)) {
+				printf("sva soak child: FAIL: open: %s\n", strerror(errno));
+				_exit(1);
+			}
+			printf("sva soak child: bound to PASID %u\n", v.info.pasid);
+			p.seed = a->seed ^ 0x9e3779b97f4a7c15ull;
+			p.jobs = a->jobs - share;
+			p.who = "sva soak child";
+			soak_run(&v, &p, &st);
+			soak_print(p.who, &st, st.failed ? ": FAIL" : ": OK");
+			/*
+			 * Unbind only once the parent's jobs are done too: the drain's stop
+			 * marker then never shares the guest's page request queue with a
+			 * page request (one interrupt for two would spoil the count the
+			 * host compares with the server's).
+			 */
+			if (write(to_parent[1], &st, sizeof(st)) != sizeof(st) ||
+			    read(to_child[0], &go, 1) != 1)
+				_exit(1);
+			vsvm_close(&v);
+			_exit(st.failed ? 1 : 0);
+		}
+		close(to_parent[1]);
+		close(to_child[0]);
+	}
+	p.seed = a->seed;
+	p.jobs = share;
+	soak_run(&v, &p, &st);
+	soak_print(p.who, &st, st.failed ? ": FAIL" : ": OK");
+	soak_add_stats(&all, &st);
+	if (pid > 0) {
+		/* The child's jobs are done once its counters come (or it died: EOF). */
+		ssize_t got = read(to_parent[0], &child, sizeof(child));
+
+		close(to_parent[0]);
+		if (write(to_child[1], &go, 1) != 1)
+			got = -1;
+		close(to_child[1]);
+		wst = soak_reap(pid);
+		CHECK(got == sizeof(child) && wst >= 0 && WIFEXITED(wst),
+		      "the second process did not finish (status %#x)", wst);
+		soak_add_stats(&all, &child);
+	}
+	all.ns = now_ns() - t0;
+	snprintf(tail, sizeof(tail), " processes=%u seed=%#" PRIx64, a->procs, a->seed);
+	soak_print("sva soak total", &all, tail);
+	CHECK(!all.failed, "a soak process failed (its lines above)");
+	CHECK(all.jobs == a->jobs, "%" PRIu64 " jobs ran, want %u", all.jobs, a->jobs);
+	case_ok("%" PRIu64 " jobs in %u process%s, %" PRIu64 " bytes verified, faults %" PRIu64
+		" expected / %" PRIu64 " seen, %" PRIu64 " fresh pages faulted in, %" PRIu64
+		" unmaps, %.1f s", all.jobs, a->procs, a->procs > 1 ? "es" : "", all.bytes_verified,
+		all.faults_expected, all.faults_seen, all.fault_pages, all.unmaps, all.ns / 1e9);
+}
+
+/* The demo's workload: one process, faults and a munmap for sure, a machine-readable line. */
+static void demo_ops(const struct soak_args *a)
+{
+	struct soak_params p = {
+		.seed = a->seed, .jobs = a->jobs, .max_inflight = a->in_flight,
+		.force_events = 1, .who = "sva demo",
+	};
+	struct soak_stats st;
+
+	case_start("demo");
+	printf("sva demo: %u random jobs (seed %#" PRIx64 ") on this process's own memory: "
+	       "malloc'd, huge pages, never-touched pages, a read-only page, a hole, a PROT_NONE "
+	       "page; a range unmapped and mapped again halfway\n", a->jobs, a->seed);
+	soak_run(&v, &p, &st);
+	soak_print(p.who, &st, st.failed ? ": FAIL" : ": OK");
+	CHECK(!st.failed, "the demo workload failed (above)");
+	CHECK(st.fault_pages > 0 && st.unmaps > 0 && st.faults_seen > 0,
+	      "no page faults, munmap or reported faults happened");
+	printf("accel-sva demo: jobs=%" PRIu64 " bytes_verified=%" PRIu64 " faults_reported=%" PRIu64
+	       " fault_pages=%" PRIu64 " munmaps=%" PRIu64 " pasid=%u\n", st.jobs,
+	       st.bytes_verified, st.faults_seen, st.fault_pages, st.unmaps, v.info.pasid);
+	case_ok("%" PRIu64 " jobs, %" PRIu64 " bytes verified, %" PRIu64 " never-touched pages "
+		"faulted in through PRI, %" PRIu64 " faults reported by the device, %" PRIu64
+		" munmap(s), %.1f s", st.jobs, st.bytes_verified, st.fault_pages, st.faults_seen,
+		st.unmaps, st.ns / 1e9);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "basic";
@@ -840,8 +1057,23 @@ int main(int argc, char **argv)
 		two_ops();
 	} else if (!strcmp(mode, "kill")) {
 		kill_ops();
+	} else if (!strcmp(mode, "soak") || !strcmp(mode, "demo")) {
+		int demo = !strcmp(mode, "demo");
+		struct soak_args a = {
+			.jobs = demo ? DEMO_JOBS : SOAK_JOBS,
+			.procs = demo ? 1 : SOAK_PROCS,
+			.in_flight = SOAK_IN_FLIGHT,
+			.seed = demo ? DEMO_SEED : now_ns() ^ ((uint64_t)getpid() << 32),
+		};
+
+		if (soak_args(argc, argv, &a))
+			return 2;
+		if (demo)
+			demo_ops(&a);
+		else
+			soak_ops(&a);
 	} else {
-		printf("usage: accel-sva basic|fault|bad|badaddr|munmap|two|kill\n");
+		printf("usage: accel-sva basic|fault|bad|badaddr|munmap|two|kill|soak|demo [options]\n");
 		return 2;
 	}
 	vsvm_info(&v);
