@@ -7,8 +7,13 @@
 //! - the page-fault round trip (one never-touched page: submit → completion seen) against the
 //!   same job on a pre-faulted page and against the driver's MSI-X round trip. Target ≤ 3 ×.
 //!
+//! A second boot runs the round trips alone with the server logging at trace level and shows
+//! where a page fault's time goes (benches/sva/trace.rs); its logging slows it a little, so
+//! its figures are for the breakdown only.
+//!
 //! Run: `cargo bench --bench sva` (after scripts/setup). Knobs: `VSVM_SVA_BENCH_REPS`,
-//! `VSVM_SVA_BENCH_RTT`, `VSVM_SVA_BENCH_MAX_FAULT` (bytes).
+//! `VSVM_SVA_BENCH_RTT`, `VSVM_SVA_BENCH_MAX_FAULT` (bytes), `VSVM_SVA_BENCH_LOG` (the
+//! server's `RUST_LOG`, default `vsvm=info`).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,8 @@ use std::collections::BTreeMap;
 mod guest;
 #[path = "../guest-tests/harness/qemu.rs"]
 mod qemu;
+#[path = "sva/trace.rs"]
+mod trace;
 
 use guest::{Boot, Server};
 use qemu::{Iommu, Kernel, Memory};
@@ -92,7 +99,10 @@ fn main() {
         env_or("VSVM_SVA_BENCH_RTT", "200"),
         env_or("VSVM_SVA_BENCH_MAX_FAULT", "16777216"),
     );
-    let mut server = Server::start("bench-sva", Iommu::Scalable);
+    // The server as deployed logs at info: a debug line on the page-fault path is a write to
+    // the log file. VSVM_SVA_BENCH_LOG=vsvm=debug traces the path instead.
+    let log = env_or("VSVM_SVA_BENCH_LOG", "vsvm=info");
+    let mut server = Server::start_logging("bench-sva", Iommu::Scalable, &log);
     let run = server.boot(&Boot {
         kernel: &kernel,
         tests: &["sva-bench"],
@@ -185,8 +195,75 @@ fn main() {
             f.get("interrupts").copied().unwrap_or(0)
         ));
     }
+    breakdown(&kernel);
     println!("\nratios");
     for line in summary {
         println!("  {line}");
     }
+}
+
+fn percentile(v: &mut [f64], p: usize) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() * p / 100).copied().unwrap_or(0.0)
+}
+
+/// A boot of the round trips alone, the server logging at trace level: the page fault's
+/// stretches, as the server's log timestamps them.
+fn breakdown(kernel: &Kernel) {
+    let mut server = Server::start_logging("bench-sva-trace", Iommu::Scalable, "vsvm=trace");
+    let append = format!(
+        "{} vsvm.parts=rtt vsvm.rtt=100",
+        Iommu::Scalable.kernel_args()
+    );
+    let run = server.boot(&Boot {
+        kernel,
+        tests: &["sva-bench"],
+        memory: Memory::MemfdShared,
+        append: &append,
+        may_hang: false,
+    });
+    let log = server.stop();
+    let report = run.report("sva-bench");
+    assert_eq!(
+        report.rc,
+        Some(0),
+        "sva-bench (trace boot) failed:\n{}",
+        report.output
+    );
+    let faults = trace::faults(&log);
+    let guest_median = bench_lines(report.output, "sva-rtt")
+        .find(|(_, kind)| *kind == "fault")
+        .map(|(f, _)| f["median_ns"] as f64 / 1e3)
+        .unwrap_or(0.0);
+    println!(
+        "\nwhere a page fault goes: {} one-page faults timed by the server's log (trace level; \
+         the guest saw a median {guest_median:.1} µs in this boot)",
+        faults.len()
+    );
+    if faults.is_empty() {
+        return;
+    }
+    let row = |name: &str, mut v: Vec<f64>| {
+        println!(
+            "{name:>66} | {:>8.1} | {:>8.1}",
+            percentile(&mut v, 50),
+            percentile(&mut v, 90)
+        );
+    };
+    println!("{:>66} | {:>8} | {:>8}", "µs", "median", "p90");
+    for (i, name) in trace::SEGMENTS.iter().enumerate() {
+        row(name, faults.iter().map(|f| f.segments[i]).collect());
+    }
+    let total: Vec<f64> = faults.iter().map(|f| f.segments.iter().sum()).collect();
+    row("doorbell to completion interrupt", total);
+    let acks = trace::acknowledgements(&log);
+    if !acks.is_empty() {
+        row("(aside) interrupt's posted DMA_WRITE to QEMU's reply", acks);
+    }
+    let waited = faults.iter().filter(|f| f.answer_waited).count();
+    println!(
+        "the guest's answer (IQT write) came before the front end's thread had sent the \
+         interrupt (waiting for QEMU's reply) in {waited} of {} faults",
+        faults.len()
+    );
 }
