@@ -112,7 +112,7 @@ static void fill_source(uint8_t *src, size_t len, unsigned int rep)
  */
 static uint64_t device_copy(uint8_t *dst, const uint8_t *src, size_t len, const char *what)
 {
-	size_t xfer = v.info.max_xfer, n = (len + xfer - 1) / xfer;
+	size_t xfer = v.info.max_xfer ? v.info.max_xfer : 1, n = (len + xfer - 1) / xfer;
 	uint64_t t0, t1;
 
 	if (n > MAX_JOBS) {
