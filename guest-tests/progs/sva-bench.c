@@ -14,7 +14,8 @@
  *		  PRI and the guest's PRQ (sizes up to MAX_FAULT only).
  *	Device jobs are split at the device's MAX_XFER, submitted with one call,
  *	and only the last raises the completion interrupt; the time runs from
- *	the submit to the process waking on that interrupt. Every byte the
+ *	the submit to the process seeing the last record (at once if it is
+ *	written when the process looks, else woken by that interrupt). Every byte the
  *	device wrote is checked (outside the timing). One line per size:
  *	  BENCH sva-copy len=L reps=R cpu_ns=M device_ns=M fault_ns=M
  *	(medians; fault_ns=0 above MAX_FAULT).
@@ -22,7 +23,7 @@
  *   sva-bench rtt N
  *	N rounds, each timing (rotating order) three round trips:
  *	  fault   an 8-byte MEMMOVE into a never-touched page (one page request),
- *		  submit -> completion interrupt -> process awake;
+ *		  submit -> record written -> process sees it (as above);
  *	  job     the same MEMMOVE into a pre-faulted page: the same path without
  *		  the page request (the MSI-X round trip as the program sees it);
  *	  msix    the driver's own MSI-X round trip (/dev/vsvm-accel BENCH irq:
