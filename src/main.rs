@@ -160,7 +160,11 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Microseconds: a page fault's hand-offs between threads take tens of them (README,
+    // "SVA in the guest").
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_micros()
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),

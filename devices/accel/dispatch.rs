@@ -38,6 +38,7 @@ impl Raise {
             core.errors.interrupt();
         }
         if let Some(vector) = self.completion {
+            log::trace!("accel: completion interrupt, vector {vector}");
             core.bus.irqs.trigger(vector);
         }
     }

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use log::debug;
+use log::{debug, trace};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::completion::{Completion, FaultInfo, Status};
@@ -276,6 +276,7 @@ impl<'a> Job<'a> {
                 .request(self.space.pasid(), miss.addr, miss.access)
         };
         let response = token.and_then(|t| svm.pri().wait(t, None));
+        trace!("accel: page response {response:?}: the engine goes on");
         match response {
             Ok(PageResponseCode::Success) => Ok(()),
             Ok(PageResponseCode::InvalidRequest) | Err(PriError::TimedOut) => {

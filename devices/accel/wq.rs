@@ -176,6 +176,7 @@ impl WorkQueue {
     }
 
     fn doorbell(&self, s: &mut State, tail: u32) -> Option<WriteError> {
+        log::trace!("accel: doorbell, TAIL {tail}");
         if !s.ctrl.enable() || tail >= s.size {
             return Some((Status::BadTail, tail as u16, u64::from(tail)));
         }

@@ -27,7 +27,8 @@ impl RegisterWindow for FrontEnd {
     }
 }
 
-/// Sends interrupt messages through the first function that can carry them.
+/// Sends interrupt messages through the first function that can carry them (a refusal the
+/// client sends back later is only logged: the message is gone by then).
 #[derive(Debug)]
 pub struct MsiRoute {
     carriers: Vec<Bus>,
@@ -46,7 +47,9 @@ impl InterruptPort for MsiRoute {
             let Some(port) = bus.mem.port() else {
                 continue;
             };
-            match port.write(addr, &data.to_le_bytes()) {
+            // Posted: the front end's thread must not wait for QEMU's reply, which can come
+            // after the guest already answered the interrupt (README, "SVA in the guest").
+            match port.post_write(addr, &data.to_le_bytes()) {
                 Ok(()) => return true,
                 Err(e) => debug!("MSI 0x{data:x} -> 0x{addr:x} not carried: {e}"),
             }

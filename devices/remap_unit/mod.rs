@@ -12,7 +12,7 @@ pub mod front;
 
 use std::sync::Arc;
 
-use log::{debug, warn};
+use log::{debug, trace, warn};
 
 use crate::endpoint::{Bus, Endpoint, Function, Layout};
 use crate::pci::caps::express::ExpressCapability;
@@ -99,6 +99,7 @@ impl Function for RemapUnit {
             return;
         }
         let value = self.window.read(offset, data.len());
+        trace!("remap unit: read 0x{offset:x}");
         data.copy_from_slice(&value.to_le_bytes()[..data.len()]);
     }
 
@@ -106,6 +107,7 @@ impl Function for RemapUnit {
         if !self.takes(bar, offset, data.len(), "write") {
             return;
         }
+        trace!("remap unit: write 0x{offset:x}");
         let mut bytes = [0u8; 8];
         bytes[..data.len()].copy_from_slice(data);
         self.window

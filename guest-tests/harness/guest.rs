@@ -145,7 +145,14 @@ fn serve_args(dir: &Path, socket: &Path, remap: Option<&RemapUnit>) -> Vec<std::
 impl Server {
     /// Starts the server in a fresh work directory named after `name` and waits for its
     /// sockets: the accelerator's, and with `iommu` the remap unit's (and its DMAR table).
+    /// It logs at debug level (the checks read some of those lines).
     pub fn start(name: &str, iommu: Iommu) -> Server {
+        Server::start_logging(name, iommu, "vsvm=debug")
+    }
+
+    /// The same, logging as `filter` (`RUST_LOG` syntax) says: benchmarks measure the server
+    /// as deployed (info), as a debug line on a hot path costs a write to the log file.
+    pub fn start_logging(name: &str, iommu: Iommu, filter: &str) -> Server {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -156,7 +163,7 @@ impl Server {
         });
         let child = Command::new(env!("CARGO_BIN_EXE_vsvm"))
             .args(serve_args(&dir, &socket, remap.as_ref()))
-            .env("RUST_LOG", "vsvm=debug")
+            .env("RUST_LOG", filter)
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting vsvm");

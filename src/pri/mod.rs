@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, trace, warn};
 use thiserror::Error;
 
 use crate::iommu::{
@@ -441,6 +441,11 @@ impl Pri {
             return;
         };
         let code = resp.code;
+        trace!(
+            "{}: page response, group {}: {code:?}",
+            resp.device,
+            resp.group
+        );
         if o.waiter == Waiter::Waiting {
             state.done.insert(o.serial, Ok(code));
         }

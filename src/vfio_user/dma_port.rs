@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, trace, warn};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::protocol::{header_flags, Command, DmaAccess, Header, MAX_DATA_XFER};
@@ -16,6 +16,11 @@ use super::transport::{send_message, Message};
 
 /// How long a DMA request may take before we give up on the client.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Posted writes whose replies may be outstanding at once; past that a write waits for its
+/// reply (and, as the client answers in order, for theirs), so a client that stops answering
+/// holds at most this many entries.
+const MAX_POSTED: usize = 32;
 
 /// Largest DMA_READ/DMA_WRITE we send. QEMU 11.1 sends a reply with one non-blocking write and
 /// treats a partial write as complete (hw/vfio-user/proxy.c `vfio_user_send_qio`), so a
@@ -83,10 +88,25 @@ pub fn on_reader_thread() -> bool {
     READER.with(|r| r.get())
 }
 
+/// Who takes the reply to a request.
+enum Waiter {
+    /// A thread blocked in [`DmaPort::request`].
+    Thread(Sender<Message>),
+    /// Nobody: a posted write ([`DmaPort::post_write`]); the reply is only checked.
+    Posted {
+        /// Where it wrote.
+        address: u64,
+    },
+}
+
 #[derive(Default)]
 struct Pending {
     next_id: u16,
-    waiters: HashMap<u16, Sender<Message>>,
+    waiters: HashMap<u16, Waiter>,
+    /// How many of `waiters` are posted writes.
+    posted: usize,
+    /// A posted write was refused before (logged once at warn level).
+    posted_refused: bool,
     closed: bool,
 }
 
@@ -149,19 +169,55 @@ impl DmaPort {
         Ok(())
     }
 
+    /// Writes a small `data` (at most one chunk) to guest memory at `address` without waiting
+    /// for the client's reply: an interrupt message, whose sender has nothing to wait for and
+    /// must not be held up by a client that answers late (QEMU answers from its main loop,
+    /// sometimes after the guest already reacted to the write). A refusal is logged when its
+    /// reply arrives. Past `MAX_POSTED` unanswered writes this waits as [`DmaPort::write`].
+    pub fn post_write(&self, address: u64, data: &[u8]) -> Result<(), DmaPortError> {
+        if data.len() > self.inner.max_xfer {
+            return self.write(address, data);
+        }
+        if std::thread::current().id() == self.inner.reader || on_reader_thread() {
+            return Err(DmaPortError::WouldDeadlock);
+        }
+        let msg_id = {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.closed {
+                return Err(DmaPortError::Closed);
+            }
+            if pending.posted >= MAX_POSTED {
+                drop(pending);
+                return self.write(address, data);
+            }
+            pending.posted += 1;
+            let id = free_id(&mut pending);
+            pending.waiters.insert(id, Waiter::Posted { address });
+            id
+        };
+        debug!("DMA_WRITE 0x{address:x}+0x{:x} (posted)", data.len());
+        self.send(msg_id, Command::DmaWrite, address, data.len(), data)
+    }
+
     /// Hands a reply to the request waiting for it. Returns false for a reply to nothing.
     pub fn complete(&self, reply: Message) -> bool {
-        let waiter = self
-            .inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .waiters
-            .remove(&reply.header.msg_id);
-        match waiter {
-            Some(tx) => {
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.waiters.remove(&reply.header.msg_id) {
+            Some(Waiter::Thread(tx)) => {
+                drop(pending);
                 // The waiter may have timed out and gone; that is not the client's fault.
                 let _ = tx.send(reply);
+                true
+            }
+            Some(Waiter::Posted { address }) => {
+                pending.posted -= 1;
+                match check_reply(&reply, address, 0) {
+                    Ok(_) => trace!("DMA_WRITE 0x{address:x} (posted) acknowledged"),
+                    Err(e) if !std::mem::replace(&mut pending.posted_refused, true) => {
+                        warn!("posted DMA_WRITE: {e} (further refusals at debug level)")
+                    }
+                    Err(e) => debug!("posted DMA_WRITE: {e}"),
+                }
                 true
             }
             None => false,
@@ -174,6 +230,7 @@ impl DmaPort {
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.closed = true;
         pending.waiters.clear();
+        pending.posted = 0;
         drop(pending);
         self.writer().take();
     }
@@ -187,10 +244,9 @@ impl DmaPort {
         if pending.closed {
             return Err(DmaPortError::Closed);
         }
-        let id = pending.next_id;
-        pending.next_id = id.wrapping_add(1);
+        let id = free_id(&mut pending);
         let (tx, rx) = mpsc::channel();
-        pending.waiters.insert(id, tx);
+        pending.waiters.insert(id, Waiter::Thread(tx));
         Ok((id, rx))
     }
 
@@ -213,6 +269,26 @@ impl DmaPort {
                 "DMA_WRITE"
             }
         );
+        self.send(msg_id, command, address, count, data)?;
+        match rx.recv_timeout(REPLY_TIMEOUT) {
+            Ok(reply) => Ok(reply),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DmaPortError::Closed),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.forget(msg_id);
+                Err(DmaPortError::Timeout(REPLY_TIMEOUT))
+            }
+        }
+    }
+
+    /// Sends request `msg_id`, registered already; on failure it is forgotten.
+    fn send(
+        &self,
+        msg_id: u16,
+        command: Command,
+        address: u64,
+        count: usize,
+        data: &[u8],
+    ) -> Result<(), DmaPortError> {
         let header = Header {
             msg_id,
             command: command as u16,
@@ -240,24 +316,27 @@ impl DmaPort {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return Err(DmaPortError::Io(e));
         }
-        match rx.recv_timeout(REPLY_TIMEOUT) {
-            Ok(reply) => Ok(reply),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DmaPortError::Closed),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.forget(msg_id);
-                Err(DmaPortError::Timeout(REPLY_TIMEOUT))
-            }
-        }
+        Ok(())
     }
 
     /// Stops waiting for the reply to `msg_id`.
     fn forget(&self, msg_id: u16) {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .waiters
-            .remove(&msg_id);
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Waiter::Posted { .. }) = pending.waiters.remove(&msg_id) {
+            pending.posted -= 1;
+        }
+    }
+}
+
+/// The next message ID no outstanding request uses (at most `MAX_POSTED` + one per waiting
+/// thread are in use, far fewer than the 65536 IDs).
+fn free_id(pending: &mut Pending) -> u16 {
+    loop {
+        let id = pending.next_id;
+        pending.next_id = id.wrapping_add(1);
+        if !pending.waiters.contains_key(&id) {
+            return id;
+        }
     }
 }
 
@@ -345,5 +424,90 @@ mod tests {
             fds: vec![],
         };
         assert!(!port.complete(stray));
+    }
+
+    /// The client's reply to request `msg_id` (a DMA_WRITE at `address`), or its refusal.
+    fn reply(msg_id: u16, address: u64, errno: Option<u32>) -> Message {
+        let access = DmaAccess { address, count: 4 };
+        Message {
+            header: Header {
+                msg_id,
+                command: Command::DmaWrite as u16,
+                flags: header_flags::TYPE_REPLY | errno.map_or(0, |_| header_flags::ERROR),
+                error: errno.unwrap_or(0),
+                ..Default::default()
+            },
+            body: access.as_bytes().to_vec(),
+            fds: vec![],
+        }
+    }
+
+    fn posted(port: &DmaPort) -> usize {
+        port.inner.pending.lock().unwrap().posted
+    }
+
+    #[test]
+    fn test_post_write_sends_at_once_and_its_reply_is_taken_later() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, peer) = port(other);
+        port.post_write(0xfee0_0000, &0x21u32.to_le_bytes())
+            .unwrap();
+        let msg = crate::vfio_user::transport::recv_message(&peer).unwrap();
+        assert_eq!(msg.header.command, Command::DmaWrite as u16);
+        let (access, data) = DmaAccess::read_from_prefix(&msg.body).unwrap();
+        assert_eq!((access.address, access.count), (0xfee0_0000, 4));
+        assert_eq!(&data[..4], &0x21u32.to_le_bytes());
+        assert_eq!(posted(&port), 1);
+        assert!(port.complete(reply(msg.header.msg_id, 0xfee0_0000, None)));
+        assert_eq!(posted(&port), 0, "the reply released its entry");
+    }
+
+    #[test]
+    fn test_post_write_refused_later_is_taken_and_released() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, peer) = port(other);
+        port.post_write(0x1000, &[1, 2, 3, 4]).unwrap();
+        let msg = crate::vfio_user::transport::recv_message(&peer).unwrap();
+        assert!(port.complete(reply(msg.header.msg_id, 0x1000, Some(14))));
+        assert_eq!(posted(&port), 0);
+    }
+
+    #[test]
+    fn test_post_write_past_the_limit_waits_for_its_reply() {
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (port, peer) = port(other);
+        for _ in 0..MAX_POSTED {
+            port.post_write(0x1000, &[1]).unwrap();
+        }
+        let writer = {
+            let port = port.clone();
+            std::thread::spawn(move || port.post_write(0x2000, &[2]))
+        };
+        let mut last = None;
+        for _ in 0..=MAX_POSTED {
+            last = Some(crate::vfio_user::transport::recv_message(&peer).unwrap());
+        }
+        let last = last.unwrap();
+        assert!(!writer.is_finished(), "the write past the limit waits");
+        assert_eq!(posted(&port), MAX_POSTED, "and holds no posted entry");
+        assert!(port.complete(reply(last.header.msg_id, 0x2000, None)));
+        writer.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn test_post_write_from_reader_or_after_close_is_refused() {
+        let (reader, _peer) = port(std::thread::current().id());
+        assert!(matches!(
+            reader.post_write(0, &[1]),
+            Err(DmaPortError::WouldDeadlock)
+        ));
+        let other = std::thread::spawn(|| ()).thread().id();
+        let (closed, _peer2) = port(other);
+        closed.close();
+        assert!(matches!(
+            closed.post_write(0, &[1]),
+            Err(DmaPortError::Closed)
+        ));
+        assert_eq!(posted(&closed), 0);
     }
 }

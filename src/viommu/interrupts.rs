@@ -14,7 +14,8 @@ use crate::vtd::sink::VtdInterrupt;
 pub trait InterruptPort: Send + Sync {
     /// Sends a 32-bit write of `data` to `addr`. Returns false when no function can carry it
     /// now (no client, or none with bus mastering on). Called on the front end's thread only,
-    /// never under a lock an MMIO reply waits on: it may wait for the client's reply.
+    /// never under a lock an MMIO reply waits on: it may wait for the client's reply (a port
+    /// should not, where it can help it: the front end's next job may be the guest's answer).
     fn send(&self, addr: u64, data: u32) -> bool;
 }
 

@@ -3,7 +3,7 @@
 //! host IOMMU becomes [`Work`] for the front end's thread. VT-d spec 11.4 (register
 //! descriptions), 6.5.2 (QI), 7.2 (fault recording), 7.5 (page requests).
 
-use log::{debug, info, warn};
+use log::{debug, info, trace, warn};
 
 use super::worker::Work;
 use crate::vtd::cap::{VtdConfig, FRCD_OFFSET};
@@ -125,7 +125,10 @@ impl Registers {
             DMAR_IOTLB_REG if IotlbReg::from_bits(written.new).ivt() => {
                 work.push(Work::IotlbCommand)
             }
-            DMAR_IQT_REG => work.push(Work::Queue),
+            DMAR_IQT_REG => {
+                trace!("vIOMMU: IQT written");
+                work.push(Work::Queue)
+            }
             DMAR_FSTS_REG => {
                 fault_log::status_written(&mut self.regs);
                 let iqe_cleared =

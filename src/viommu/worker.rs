@@ -8,7 +8,7 @@
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-use log::debug;
+use log::{debug, trace};
 
 use super::devices::Devices;
 use super::faults;
@@ -208,6 +208,7 @@ impl Worker {
     fn run_descriptor(&mut self, queue: &QueueGeometry, head: u64) -> Result<(), QueueError> {
         let view = self.shared.mem.local_view();
         let desc = queue.fetch(&view, head).ok_or(QueueError::Memory)?;
+        trace!("vIOMMU: QI descriptor {:?}", desc.kind());
         Counters::bump(&self.shared.stats.descriptors);
         let config = self.shared.config;
         let mut result = Ok(None);
