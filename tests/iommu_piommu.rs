@@ -883,6 +883,29 @@ fn test_full_queue_answers_success_at_once() {
     assert_eq!(rig.iommu.pending_page_requests(), PRQ_DEPTH, "room again");
 }
 
+/// Devices racing for the last places of the queue never take more than PRQ_DEPTH: the bound
+/// is checked and the group queued in one step. Every request past it is answered Success.
+#[test]
+fn test_concurrent_requests_never_overshoot_the_queue() {
+    let rig = Rig::new();
+    const THREADS: u32 = 4;
+    let per_thread = u16::try_from(PRQ_DEPTH).unwrap() / 2;
+    std::thread::scope(|scope| {
+        for pasid in 1..=THREADS {
+            let iommu = &rig.iommu;
+            scope.spawn(move || {
+                for group in 0..per_thread {
+                    iommu.page_request(request(pasid, group, true));
+                }
+            });
+        }
+    });
+    let total = THREADS as usize * usize::from(per_thread);
+    assert_eq!(rig.iommu.pending_page_requests(), PRQ_DEPTH);
+    assert_eq!(rig.faults.seen().len(), PRQ_DEPTH);
+    assert_eq!(rig.endpoint.responses().len(), total - PRQ_DEPTH);
+}
+
 /// A handler that answers every page request from inside `handle`, as a handler that fixes
 /// the page at once would.
 struct Responding {
