@@ -442,6 +442,34 @@ fn test_many_bound_pasids() {
     assert_eq!(rig.output(77_777, VA_2M), GPA_2M);
 }
 
+/// The PASID state a device can make the model hold is bounded by the unit's PASID width
+/// (ECAP.PSS): every PASID of an 8-bit unit binds, the first one past it is refused.
+#[test]
+fn test_bound_pasids_are_bounded_by_the_unit_width() {
+    const BITS: u8 = 8;
+    let mut ram = GuestRam::new(32 << 20);
+    let process = Process::new(&mut ram, false);
+    process.map_4k(&mut ram, VA_4K, GPA_4K, PAGE_USER_RW);
+    let config = VtdConfig {
+        pasid_bits: BITS,
+        ..VtdConfig::default()
+    };
+    let iommu = PhysicalIommu::with_timeout(config, ram.mem.clone(), LONG);
+    iommu.attach(DEV, Arc::new(Endpoint::default())).unwrap();
+    let target = BindTarget::GuestPageTable(process.page_table(FirstStageFlags::default()));
+    let last = (1u32 << BITS) - 1;
+    for p in 0..=last {
+        iommu.bind(DEV, pasid(p), target).unwrap();
+    }
+    let out = iommu.translate(DEV, Some(pasid(last)), VA_4K, READ);
+    assert_eq!(out.unwrap().output, GPA_4K);
+    assert!(matches!(
+        iommu.bind(DEV, pasid(last + 1), target),
+        Err(IommuError::InvalidTarget(_))
+    ));
+    assert!(iommu.translate(DEV, Some(pasid(last + 1)), VA_4K, READ).is_err());
+}
+
 // ---- binding errors ----
 
 #[test]
