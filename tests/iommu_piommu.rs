@@ -467,7 +467,9 @@ fn test_bound_pasids_are_bounded_by_the_unit_width() {
         iommu.bind(DEV, pasid(last + 1), target),
         Err(IommuError::InvalidTarget(_))
     ));
-    assert!(iommu.translate(DEV, Some(pasid(last + 1)), VA_4K, READ).is_err());
+    assert!(iommu
+        .translate(DEV, Some(pasid(last + 1)), VA_4K, READ)
+        .is_err());
 }
 
 // ---- binding errors ----
