@@ -6,11 +6,12 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use rustix::event::{eventfd, EventfdFlags};
 use zerocopy::IntoBytes;
 
-use common::socket::open_fds;
+use common::socket::{open_fds, HANG};
 use common::{errno, request, spawn_accel, RawClient};
 use vsvm::devices::accel::MSIX_VECTORS;
 use vsvm::endpoint::{CONFIG_REGION, MSIX_IRQ_INDEX};
@@ -53,6 +54,13 @@ fn set_irqs(c: &mut RawClient, start: u32, count: u32, fds: &[BorrowedFd]) -> Re
     }
 }
 
+/// A client whose reads fail after [`HANG`] instead of hanging the test.
+fn client() -> (RawClient, JoinHandle<Result<(), TransportError>>) {
+    let (c, server) = spawn_accel();
+    c.sock.set_read_timeout(Some(HANG)).unwrap();
+    (c, server)
+}
+
 /// A request the server answers: the connection still serves.
 fn still_serving(c: &mut RawClient) {
     let body = RegionAccess {
@@ -67,7 +75,7 @@ fn still_serving(c: &mut RawClient) {
 #[test]
 fn test_max_msg_fds_in_one_message_are_received_and_one_more_ends_the_connection() {
     let _serial = serial();
-    let (mut c, server) = spawn_accel();
+    let (mut c, server) = client();
     c.negotiate();
     let fds = eventfds(MAX_MSG_FDS + 1);
     let borrowed: Vec<BorrowedFd> = fds.iter().map(|f| f.as_fd()).collect();
@@ -85,6 +93,8 @@ fn test_max_msg_fds_in_one_message_are_received_and_one_more_ends_the_connection
         &[0u8; 32],
         &borrowed,
     );
+    // A server that took the message would wait for the next one: say there is none.
+    c.sock.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(matches!(
         server.join().unwrap(),
         Err(TransportError::TooManyFds { max: MAX_MSG_FDS })
@@ -94,7 +104,7 @@ fn test_max_msg_fds_in_one_message_are_received_and_one_more_ends_the_connection
 #[test]
 fn test_message_of_max_size_is_read_and_one_byte_more_is_refused() {
     let _serial = serial();
-    let (mut c, server) = spawn_accel();
+    let (mut c, server) = client();
     c.negotiate();
     // A REGION_WRITE exactly MAX_MESSAGE_SIZE long: read whole, answered (the config space is
     // much smaller than the write), and the connection serves on.
@@ -124,7 +134,7 @@ fn test_message_of_max_size_is_read_and_one_byte_more_is_refused() {
 #[test]
 fn test_repeated_set_irqs_replaces_eventfds_and_holds_at_most_one_per_vector() {
     let _serial = serial();
-    let (mut c, _server) = spawn_accel();
+    let (mut c, _server) = client();
     c.negotiate();
     let before = open_fds();
     // The same vector a thousand times: the server holds only the last eventfd.
