@@ -26,6 +26,8 @@ pub mod engine;
 pub mod regs;
 pub mod svm;
 
+pub use exec::MAX_PAGE_REQUESTS;
+
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
