@@ -7,6 +7,10 @@
 // Raw guest memory is touched in one file only (mem/mapping.rs, which allows it).
 #![deny(unsafe_code)]
 
+// First, so that its macros (`warn_limited!`, `info_limited!`) are in scope everywhere below.
+#[macro_use]
+pub mod log_limit;
+
 pub mod ats;
 pub mod endpoint;
 pub mod iommu;

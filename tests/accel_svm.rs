@@ -739,6 +739,37 @@ fn test_block_on_fault_invalid_request_is_a_page_fault_status() {
     rig.assert_queue_alive(0, Some(PASID_A));
 }
 
+/// A fault handler that answers Success without mapping the page: the job asks for the page
+/// MAX_PAGE_REQUESTS times, then completes with the fault instead of asking forever.
+#[test]
+fn test_page_requests_per_page_stop_at_max_page_requests() {
+    let mut rig = Rig::svm();
+    rig.enable_wq(0, true);
+    let src = VA + 0x1_0000;
+    rig.iommu().set_absent(PASID_A, src);
+    let record = rig.record(Some(PASID_A));
+    let desc = Descriptor::memmove(src, VA + 0x10_0000, PAGE as u32)
+        .with_pasid(PASID_A)
+        .with_completion(record);
+    rig.submit(0, &[desc]);
+    for i in 0..accel::MAX_PAGE_REQUESTS {
+        let req = rig.iommu().next_request(TIMEOUT).expect("a page request");
+        assert_eq!(req.addr, src, "request {i}");
+        let success = PageResponse::to(&req, PageResponseCode::Success);
+        rig.iommu().page_response(success).unwrap();
+    }
+    let r = rig.wait_record(Some(PASID_A), record);
+    assert_eq!(r.status(), Some(Status::PageFault));
+    assert_eq!(r.fault_addr, src);
+    assert!(
+        rig.iommu()
+            .next_request(Duration::from_millis(50))
+            .is_none(),
+        "no request past the limit"
+    );
+    rig.assert_queue_alive(0, Some(PASID_A));
+}
+
 #[test]
 fn test_report_fault_mode_completes_with_the_fault_at_once() {
     let mut rig = Rig::svm();

@@ -442,6 +442,36 @@ fn test_many_bound_pasids() {
     assert_eq!(rig.output(77_777, VA_2M), GPA_2M);
 }
 
+/// The PASID state a device can make the model hold is bounded by the unit's PASID width
+/// (ECAP.PSS): every PASID of an 8-bit unit binds, the first one past it is refused.
+#[test]
+fn test_bound_pasids_are_bounded_by_the_unit_width() {
+    const BITS: u8 = 8;
+    let mut ram = GuestRam::new(32 << 20);
+    let process = Process::new(&mut ram, false);
+    process.map_4k(&mut ram, VA_4K, GPA_4K, PAGE_USER_RW);
+    let config = VtdConfig {
+        pasid_bits: BITS,
+        ..VtdConfig::default()
+    };
+    let iommu = PhysicalIommu::with_timeout(config, ram.mem.clone(), LONG);
+    iommu.attach(DEV, Arc::new(Endpoint::default())).unwrap();
+    let target = BindTarget::GuestPageTable(process.page_table(FirstStageFlags::default()));
+    let last = (1u32 << BITS) - 1;
+    for p in 0..=last {
+        iommu.bind(DEV, pasid(p), target).unwrap();
+    }
+    let out = iommu.translate(DEV, Some(pasid(last)), VA_4K, READ);
+    assert_eq!(out.unwrap().output, GPA_4K);
+    assert!(matches!(
+        iommu.bind(DEV, pasid(last + 1), target),
+        Err(IommuError::InvalidTarget(_))
+    ));
+    assert!(iommu
+        .translate(DEV, Some(pasid(last + 1)), VA_4K, READ)
+        .is_err());
+}
+
 // ---- binding errors ----
 
 #[test]
@@ -881,6 +911,29 @@ fn test_full_queue_answers_success_at_once() {
         .unwrap();
     rig.iommu.page_request(extra);
     assert_eq!(rig.iommu.pending_page_requests(), PRQ_DEPTH, "room again");
+}
+
+/// Devices racing for the last places of the queue never take more than PRQ_DEPTH: the bound
+/// is checked and the group queued in one step. Every request past it is answered Success.
+#[test]
+fn test_concurrent_requests_never_overshoot_the_queue() {
+    let rig = Rig::new();
+    const THREADS: u32 = 4;
+    let per_thread = u16::try_from(PRQ_DEPTH).unwrap() / 2;
+    std::thread::scope(|scope| {
+        for pasid in 1..=THREADS {
+            let iommu = &rig.iommu;
+            scope.spawn(move || {
+                for group in 0..per_thread {
+                    iommu.page_request(request(pasid, group, true));
+                }
+            });
+        }
+    });
+    let total = THREADS as usize * usize::from(per_thread);
+    assert_eq!(rig.iommu.pending_page_requests(), PRQ_DEPTH);
+    assert_eq!(rig.faults.seen().len(), PRQ_DEPTH);
+    assert_eq!(rig.endpoint.responses().len(), total - PRQ_DEPTH);
 }
 
 /// A handler that answers every page request from inside `handle`, as a handler that fixes

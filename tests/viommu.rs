@@ -6,7 +6,7 @@
 
 mod common_vtd;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use common_vtd::driver::*;
 use common_vtd::*;
@@ -14,8 +14,9 @@ use vsvm::iommu::{
     Access, DeviceEndpoint, DeviceId, Granularity, HostIommu, PageRequest, PageResponse,
     PageResponseCode, Pasid, TranslateFailure,
 };
-use vsvm::viommu::{FrontEnd, InterruptPort};
+use vsvm::viommu::{FrontEnd, InterruptPort, MAX_BACKLOG};
 use vsvm::vtd::piommu::PhysicalIommu;
+use vsvm::vtd::regs::{DMAR_IQT_REG, DMAR_PRS_REG};
 use vsvm::vtd::{FaultReason, RecordingSink, VtdConfig};
 
 /// The device behind the unit (00:03.0, as common_vtd::DEV).
@@ -48,12 +49,46 @@ impl DeviceEndpoint for Device {
     }
 }
 
-/// Interrupt messages the front end sent.
+/// Interrupt messages the front end sent. While `gate` is closed a send waits, as one waits for
+/// a client that is slow to answer its DMA_WRITE: the front end's thread stalls there.
 #[derive(Default)]
-struct Msi(Mutex<Vec<(u64, u32)>>);
+struct Msi(Mutex<Vec<(u64, u32)>>, Gate);
+
+#[derive(Default)]
+struct Gate {
+    /// (closed, a sender is waiting)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn close(&self) {
+        self.state.lock().unwrap().0 = true;
+    }
+    fn open(&self) {
+        self.state.lock().unwrap().0 = false;
+        self.changed.notify_all();
+    }
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        while state.0 {
+            state.1 = true;
+            self.changed.notify_all();
+            state = self.changed.wait(state).unwrap();
+        }
+        state.1 = false;
+    }
+    fn wait_for_a_waiter(&self) {
+        let mut state = self.state.lock().unwrap();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+}
 
 impl InterruptPort for Msi {
     fn send(&self, addr: u64, data: u32) -> bool {
+        self.1.pass();
         self.0.lock().unwrap().push((addr, data));
         true
     }
@@ -95,6 +130,14 @@ fn world() -> World {
         iommu,
         device,
         msi,
+    }
+}
+
+impl Drop for World {
+    /// A failed assertion with the gate closed must not leave the front end's thread stalled
+    /// (dropping the front end joins it).
+    fn drop(&mut self) {
+        self.msi.1.open();
     }
 }
 
@@ -444,4 +487,64 @@ fn test_bad_queue_tail_is_a_queue_error_not_a_hang() {
     w.m.writel(vsvm::vtd::regs::DMAR_IQT_REG, 0x10); // not on a 256-bit boundary
     let fsts = w.m.readl(vsvm::vtd::regs::DMAR_FSTS_REG);
     assert_ne!(fsts & (1 << 4), 0, "IQE");
+}
+
+/// The front end's backlog at and past its bound: with its thread stalled on an interrupt
+/// message, MAX_BACKLOG doorbells wait, the next one is merged, and a page request finds no
+/// room: it is answered Success at once with PRS.PRO set, as on page request queue overflow.
+/// Once the thread runs again the unit works as before.
+#[test]
+fn test_full_backlog_merges_doorbells_and_overflows_page_requests() {
+    let mut w = world();
+    w.sva_with_page_requests();
+    let front = &w.m.unit.0;
+    w.msi.1.close();
+    // The page request event of this request stalls the thread.
+    w.iommu.page_request(PageRequest {
+        device: ID,
+        pasid: Some(Pasid::new(PASID).unwrap()),
+        addr: VA,
+        access: Access::WRITE,
+        group: 7,
+        last: true,
+    });
+    w.msi.1.wait_for_a_waiter();
+    let tail = front.read(DMAR_IQT_REG, 8);
+    for _ in 0..MAX_BACKLOG {
+        front.write(DMAR_IQT_REG, 8, tail);
+    }
+    assert_eq!(front.backlog(), (MAX_BACKLOG, 0), "exactly the bound waits");
+    front.write(DMAR_IQT_REG, 8, tail);
+    assert_eq!(front.backlog(), (MAX_BACKLOG, 1), "past it: merged");
+    w.iommu.page_request(PageRequest {
+        device: ID,
+        pasid: Some(Pasid::new(PASID).unwrap()),
+        addr: VA + 0x1000,
+        access: Access::WRITE,
+        group: 9,
+        last: true,
+    });
+    assert_eq!(
+        *w.device.responses.lock().unwrap(),
+        [PageResponse {
+            device: ID,
+            pasid: Some(Pasid::new(PASID).unwrap()),
+            group: 9,
+            code: PageResponseCode::Success,
+        }],
+        "answered at once: the device asks again later"
+    );
+    const PRO: u64 = 1 << 1;
+    assert_ne!(front.read(DMAR_PRS_REG, 4) & PRO, 0, "PRS.PRO");
+    assert_eq!(front.stats().page_requests_overflowed, 1);
+    w.msi.1.open();
+    front.flush();
+    assert_eq!(front.backlog().0, 0);
+    // The guest drains its queue and clears PRO: the next request is queued as usual.
+    let descs = w.m.drain_prq(4096 << PRQ_ORDER);
+    assert_eq!(descs.len(), 1, "group 7 only");
+    w.m.unit.0.write(DMAR_PRS_REG, 4, PRO);
+    w.page_request(VA + 0x1000, Access::WRITE, 9);
+    assert_eq!(w.m.drain_prq(4096 << PRQ_ORDER).len(), 1);
+    assert_eq!(w.m.unit.0.stats().page_requests, 2);
 }

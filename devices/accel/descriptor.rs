@@ -322,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn test_batch_of_max_batch_descriptors_is_taken_and_one_more_refused() {
+        assert_eq!(
+            Descriptor::batch(0x1000, MAX_BATCH).operation(),
+            Ok(Operation::Batch {
+                list: 0x1000,
+                count: MAX_BATCH,
+            })
+        );
+        assert_eq!(
+            Descriptor::batch(0x1000, MAX_BATCH + 1).operation(),
+            Err(Status::BadBatch)
+        );
+    }
+
+    #[test]
     fn test_operation_bad_sizes_fail_with_size_status() {
         assert_eq!(
             Descriptor::memmove(0, 0, 0).operation(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::debug;
 
 use super::device::Core;
 use super::regs::{DmaError, DmaState, DmaStatus, DMA_MAX_LEN};
@@ -177,18 +177,18 @@ fn run(job: &Job, core: &Core, views: &mut ViewCache, buf: &mut Vec<u8>) -> DmaE
         return DmaError::BadLen;
     }
     if !core.bus.bus_master() {
-        warn!("DMA job with bus mastering disabled");
+        warn_limited!("DMA job with bus mastering disabled");
         return DmaError::SrcFault;
     }
     buf.resize(job.len as usize, 0);
     let Some(svm) = core.svm.as_ref() else {
         let view = views.current();
         if let Err(e) = view.read(job.src, buf) {
-            warn!("DMA source {}: {e}", job.src);
+            warn_limited!("DMA source {}: {e}", job.src);
             return DmaError::SrcFault;
         }
         if let Err(e) = view.write(job.dst, buf) {
-            warn!("DMA destination {}: {e}", job.dst);
+            warn_limited!("DMA destination {}: {e}", job.dst);
             return DmaError::DstFault;
         }
         return DmaError::None;
@@ -225,7 +225,7 @@ fn translated(
         ("source", DmaError::SrcFault)
     };
     if addr.checked_add(len as u64).is_none() {
-        warn!("DMA {side} 0x{addr:x}+0x{len:x} wraps the address space");
+        warn_limited!("DMA {side} 0x{addr:x}+0x{len:x} wraps the address space");
         return Err(fault);
     }
     let mut done = 0;
@@ -244,7 +244,7 @@ fn translated(
         )?;
         let n = usize::try_from(page.forward()).map_or(len - done, |n| n.min(len - done));
         access(views.current(), page.gpa, done..done + n).map_err(|e| {
-            warn!("DMA {side} IOVA 0x{at:x} (GPA 0x{:x}): {e}", page.gpa);
+            warn_limited!("DMA {side} IOVA 0x{at:x} (GPA 0x{:x}): {e}", page.gpa);
             fault
         })?;
         done += n;

@@ -26,6 +26,8 @@ pub mod engine;
 pub mod regs;
 pub mod svm;
 
+pub use exec::MAX_PAGE_REQUESTS;
+
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -175,7 +177,7 @@ impl Accel {
     /// drainer (it waits for engines, which this thread must never do).
     fn write_pasid_ctl(&self, ctl: PasidCtl) {
         let Some(pasid) = Pasid::new(self.pasid_sel).filter(|_| self.core.svm.is_some()) else {
-            warn!(
+            warn_limited!(
                 "accel: PASID_CTL for PASID_SEL 0x{:x} ignored",
                 self.pasid_sel
             );
@@ -184,7 +186,7 @@ impl Accel {
         let core = &self.core;
         if ctl.enable() {
             if !core.pasids.enable(pasid) {
-                warn!("accel: PASID {pasid} enabled while it drains: ignored");
+                warn_limited!("accel: PASID {pasid} enabled while it drains: ignored");
             }
             return;
         }
@@ -269,7 +271,7 @@ impl Accel {
             irq: cmd.irq(),
         };
         if !self.engine.submit(job) {
-            warn!("DMA_CMD START while a job runs: ignored");
+            warn_limited!("DMA_CMD START while a job runs: ignored");
         }
     }
 
@@ -321,7 +323,7 @@ impl Function for Accel {
                 self.write_dword(at, u32::from_le_bytes([a, b, c, d]));
                 self.write_dword(at + 4, u32::from_le_bytes([e, f, g, h]));
             }
-            _ => warn!(
+            _ => warn_limited!(
                 "accel: ignored {}-byte write at BAR{bar}+0x{at:x}",
                 data.len()
             ),

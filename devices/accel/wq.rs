@@ -341,6 +341,14 @@ mod tests {
     }
 
     #[test]
+    fn test_ring_of_max_wq_size_enables_and_the_next_size_is_refused() {
+        assert!(status(&queue(MAX_WQ_SIZE)).enabled());
+        let past = queue(MAX_WQ_SIZE * 2);
+        assert!(!status(&past).enabled());
+        assert_eq!(status(&past).error(), Status::BadWqConfig.code());
+    }
+
+    #[test]
     fn test_enable_with_bad_size_is_refused_with_config_error() {
         for size in [0, 1, 48, MAX_WQ_SIZE * 2] {
             let wq = queue(size);

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use log::warn;
 use rustix::io::Errno;
 
 use super::irq_fd::{self, IrqFd};
@@ -75,7 +74,7 @@ impl Interrupts {
                     .map(|fd| fd.map(IrqFd::new).transpose())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
-                        warn!("SET_IRQS refused: {e}");
+                        warn_limited!("SET_IRQS refused: {e}");
                         Errno::INVAL
                     })?;
                 for (v, fd) in vectors[range].iter_mut().zip(fds) {

@@ -101,7 +101,7 @@ pub(crate) fn report(vector: usize, outcome: Signalled) -> bool {
             false
         }
         Signalled::Failed(e) => {
-            warn!("cannot signal MSI-X vector {vector}: {e}");
+            warn_limited!("cannot signal MSI-X vector {vector}: {e}");
             false
         }
     }

@@ -259,9 +259,10 @@ impl<F: Function> Device for Endpoint<F> {
 
     fn dma_map(&mut self, request: DmaMapRequest, fd: Option<OwnedFd>) -> Result<(), Errno> {
         self.bus.mem.map(&request, fd).map_err(|e| {
-            warn!(
+            warn_limited!(
                 "DMA_MAP 0x{:x}+0x{:x} refused: {e}",
-                request.address, request.size
+                request.address,
+                request.size
             );
             e.errno()
         })

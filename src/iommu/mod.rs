@@ -71,6 +71,9 @@ pub enum IommuError {
         /// The group index.
         group: u16,
     },
+    /// A page request found the pending list at its bound: not reported.
+    #[error("page request queue full ({0} groups pending)")]
+    QueueFull(usize),
 }
 
 /// Result of API calls.

@@ -112,12 +112,22 @@ impl FaultReporter {
     /// is answered at once with Invalid Request (when it ends its group) and `NoHandler` is
     /// returned; the last request of a group puts the group on the pending list.
     pub fn report(&self, fault: IommuFault) -> Result<()> {
+        self.report_within(fault, usize::MAX)
+    }
+
+    /// [`FaultReporter::report`], except that a page request finding `max_pending` groups
+    /// pending is neither reported nor put on the list: `QueueFull`, and the caller answers it
+    /// (the check and the insertion are one step, so concurrent requests cannot overshoot).
+    pub fn report_within(&self, fault: IommuFault, max_pending: usize) -> Result<()> {
         let device = match &fault {
             IommuFault::PageRequest(req) => req.device,
             IommuFault::Unrecoverable(f) => f.device,
         };
         let handler = {
             let mut state = self.shared.lock();
+            if matches!(fault, IommuFault::PageRequest(_)) && state.pending.len() >= max_pending {
+                return Err(IommuError::QueueFull(state.pending.len()));
+            }
             let handler = state.handlers.get(&device).cloned();
             if let (Some(_), IommuFault::PageRequest(req)) = (&handler, &fault) {
                 if req.last && !req.is_stop_marker() {
@@ -336,6 +346,37 @@ mod tests {
         });
         assert_eq!(reporter.report(fault), Err(IommuError::NoHandler(DEV)));
         assert_eq!(sent.lock().unwrap().len(), 1, "nothing to answer");
+    }
+
+    #[test]
+    fn test_report_within_takes_groups_up_to_the_bound_and_refuses_the_next() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        let (h, seen) = handler();
+        reporter.register(DEV, h).unwrap();
+        for group in 0..2 {
+            let req = IommuFault::PageRequest(request(DEV, 1, group, true));
+            reporter.report_within(req, 2).unwrap();
+        }
+        let third = request(DEV, 1, 2, true);
+        assert_eq!(
+            reporter.report_within(IommuFault::PageRequest(third), 2),
+            Err(IommuError::QueueFull(2))
+        );
+        assert_eq!(reporter.pending(), 2);
+        assert_eq!(seen.lock().unwrap().len(), 2, "the third is not reported");
+        assert!(sent.lock().unwrap().is_empty(), "the caller answers it");
+        // An answered group makes room for the next.
+        reporter
+            .complete(&PageResponse::to(
+                &request(DEV, 1, 0, true),
+                PageResponseCode::Success,
+            ))
+            .unwrap();
+        reporter
+            .report_within(IommuFault::PageRequest(third), 2)
+            .unwrap();
+        assert_eq!(reporter.pending(), 2);
     }
 
     #[test]

@@ -134,14 +134,16 @@ impl GuestMemory {
             match Mapping::new(fd, request.fd_offset, request.size, request.writable, lease) {
                 Ok(mapping) => mapping,
                 Err(MappingError::NotSealed) => {
-                    info!("DMA_MAP 0x{at:x}: fd not sealed against shrinking, not mapping it");
+                    info_limited!(
+                        "DMA_MAP 0x{at:x}: fd not sealed against shrinking, not mapping it"
+                    );
                     return Ok(Backing::Remote);
                 }
                 // Out of address space or VMAs after all.
                 Err(MappingError::Io(e))
                     if e.raw_os_error() == Some(Errno::NOMEM.raw_os_error()) =>
                 {
-                    info!(
+                    info_limited!(
                         "DMA_MAP 0x{at:x}: cannot map the fd ({e}), reaching it through the client"
                     );
                     return Ok(Backing::Remote);

@@ -411,9 +411,10 @@ impl Pri {
     /// later responses are ignored until software disables and re-enables PRI.
     pub fn response(&self, resp: PageResponse) {
         if resp.device != self.shared.device {
-            warn!(
+            warn_limited!(
                 "{}: page response for {} ignored",
-                self.shared.device, resp.device
+                self.shared.device,
+                resp.device
             );
             return;
         }

@@ -3,7 +3,7 @@
 
 use std::os::fd::OwnedFd;
 
-use log::{debug, warn};
+use log::debug;
 use rustix::io::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -53,7 +53,7 @@ fn no_fds(fds: &[OwnedFd]) -> Result<(), Errno> {
 pub fn handle(msg: Message, device: &mut dyn Device, session: &mut Session) -> Outcome {
     let command = Command::try_from(msg.header.command).map_err(|_| Errno::NOSYS)?;
     if command != Command::Version && !session.negotiated {
-        warn!("{command:?} before VERSION");
+        warn_limited!("{command:?} before VERSION");
         return Err(Errno::INVAL);
     }
     let Message { body, fds, .. } = msg;
@@ -81,9 +81,10 @@ fn version(body: &[u8], fds: Vec<OwnedFd>, session: &mut Session) -> Outcome {
     no_fds(&fds)?;
     let (v, rest) = fixed::<VersionBody>(body)?;
     if v.major != VERSION_MAJOR {
-        warn!(
+        warn_limited!(
             "client speaks vfio-user {}.{}, we speak {VERSION_MAJOR}.x",
-            v.major, v.minor
+            v.major,
+            v.minor
         );
         return Err(Errno::NOTSUP);
     }

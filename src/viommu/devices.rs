@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use log::{debug, info, warn};
+use log::debug;
 
 use super::stats::Counters;
 use super::tables::{Decoded, Tables};
@@ -173,9 +173,9 @@ fn set_default(id: DeviceId, domain: DefaultDomain, iommu: &dyn HostIommu, count
     match iommu.set_default_domain(id, domain) {
         Ok(()) => {
             Counters::bump(&counters.default_domains);
-            info!("vIOMMU {id}: default domain {domain:?}");
+            info_limited!("vIOMMU {id}: default domain {domain:?}");
         }
-        Err(e) => warn!("vIOMMU {id}: default domain {domain:?} refused: {e}"),
+        Err(e) => warn_limited!("vIOMMU {id}: default domain {domain:?} refused: {e}"),
     }
 }
 
@@ -215,12 +215,12 @@ fn refresh_pasid(
                 Ok(()) => {
                     if had.map(|b| b.target) != Some(target) {
                         Counters::bump(&counters.binds);
-                        info!("vIOMMU {id}: PASID {pasid} bound to {target:?}");
+                        info_limited!("vIOMMU {id}: PASID {pasid} bound to {target:?}");
                     }
                     state.pasids.insert(pasid, Bound { target, did });
                 }
                 Err(e) => {
-                    warn!("vIOMMU {id}: PASID {pasid} bind refused: {e}");
+                    warn_limited!("vIOMMU {id}: PASID {pasid} bind refused: {e}");
                     if had.is_some() {
                         state.pasids.remove(&pasid);
                         unbind(id, pasid, iommu, counters);
@@ -235,8 +235,8 @@ fn unbind(id: DeviceId, pasid: Pasid, iommu: &dyn HostIommu, counters: &Counters
     match iommu.unbind(id, pasid) {
         Ok(()) | Err(IommuError::NotBound { .. }) => {
             Counters::bump(&counters.unbinds);
-            info!("vIOMMU {id}: PASID {pasid} unbound");
+            info_limited!("vIOMMU {id}: PASID {pasid} unbound");
         }
-        Err(e) => warn!("vIOMMU {id}: unbind of PASID {pasid}: {e}"),
+        Err(e) => warn_limited!("vIOMMU {id}: unbind of PASID {pasid}: {e}"),
     }
 }

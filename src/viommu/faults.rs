@@ -2,11 +2,11 @@
 //! them: page requests become page request descriptors in the guest's page request queue
 //! (7.5), unrecoverable faults become fault records with the spec's fault reason (7.2, 7.1.3).
 
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use log::{debug, warn};
 
+use super::backlog::Sent;
 use super::devices::{source, Devices};
 use super::registers::{Outbox, Registers};
 use super::stats::Counters;
@@ -14,25 +14,62 @@ use super::tables::Tables;
 use super::worker::Work;
 use super::Shared;
 use crate::iommu::{
-    DeviceId, FaultStage, IommuFault, PageRequest, UnrecoverableFault, UnrecoverableReason,
+    DeviceId, FaultStage, IommuFault, PageRequest, PageResponse, UnrecoverableFault,
+    UnrecoverableReason,
 };
 use crate::mem::MemView;
 use crate::vtd::fault::FaultReason;
 use crate::vtd::prq::{self, PageRequest as VtdPageRequest, PageRequestOutcome};
+use crate::vtd::regs::{Fsts, Prs};
 use crate::vtd::request::{Fault, Request};
 use crate::vtd::sink::{PageResponseCode, VtdSink};
 
-/// Registers the front end as `device`'s fault handler: reports go to its thread, in order.
-pub fn register(shared: &Arc<Shared>, device: DeviceId, work: Sender<Work>) {
+/// Registers the front end as `device`'s fault handler: reports go to its thread, in order,
+/// or, when its backlog is full, are answered at once (see [`overflow`]).
+pub fn register(shared: &Arc<Shared>, device: DeviceId) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
     let handler = move |fault: &IommuFault| {
-        // The thread gone means the front end is being dropped: nothing to report to.
-        let _ = work.send(Work::Fault(*fault));
+        // Gone means the front end is being dropped: nothing to report to.
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        if let Sent::Full(Work::Fault(fault)) = shared.backlog.send(Work::Fault(*fault)) {
+            overflow(&shared, &fault);
+        }
     };
     if let Err(e) = shared
         .iommu
         .register_fault_handler(device, Arc::new(handler))
     {
         warn!("vIOMMU: cannot handle the faults of {device}: {e}");
+    }
+}
+
+/// A report the front end's thread has no room for, answered as the unit does when its own
+/// queues are full: a page request as on page request queue overflow (7.5: PRS.PRO set, a
+/// request that ends its group answered Success, so that the device asks again later), an
+/// unrecoverable fault as on fault recording overflow (7.2: FSTS.PFO set, the fault not
+/// recorded). Neither raises an event here: that would need the thread.
+fn overflow(shared: &Shared, fault: &IommuFault) {
+    match fault {
+        IommuFault::PageRequest(req) => {
+            shared.regs().regs.update(|prs: Prs| prs.with_pro(true));
+            Counters::bump(&shared.stats.page_requests_overflowed);
+            if req.last && !req.is_stop_marker() {
+                let resp = PageResponse::to(req, PageResponseCode::Success);
+                if let Err(e) = shared.iommu.page_response(resp) {
+                    debug!("vIOMMU: overflow response to {}: {e}", req.device);
+                }
+            }
+        }
+        IommuFault::Unrecoverable(f) => {
+            shared.regs().regs.update(|fsts: Fsts| fsts.with_pfo(true));
+            Counters::bump(&shared.stats.faults_overflowed);
+            debug!(
+                "vIOMMU: fault of {} at {:#x} not recorded",
+                f.device, f.addr
+            );
+        }
     }
 }
 

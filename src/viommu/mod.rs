@@ -17,6 +17,7 @@
 //! page requests, fault records and interrupt messages run on the front end's own thread, in
 //! the order they were asked for.
 
+mod backlog;
 mod devices;
 mod faults;
 mod interrupts;
@@ -26,20 +27,20 @@ mod stats;
 mod tables;
 mod worker;
 
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-
-use log::warn;
 
 use crate::iommu::{DeviceId, HostIommu};
 use crate::mem::GuestMemory;
 use crate::vtd::cap::VtdConfig;
 
+pub use backlog::MAX_BACKLOG;
 pub use interrupts::InterruptPort;
 pub use registers::window_size;
 pub use stats::Stats;
 
+use backlog::Backlog;
 use registers::Registers;
 use worker::{Work, Worker};
 
@@ -52,6 +53,8 @@ struct Shared {
     iommu: Arc<dyn HostIommu>,
     irq: Arc<dyn InterruptPort>,
     stats: stats::Counters,
+    /// Work for the front end's thread.
+    backlog: Backlog,
 }
 
 impl Shared {
@@ -64,7 +67,6 @@ impl Shared {
 /// The guest-facing VT-d of one remapping unit, for the devices behind it.
 pub struct FrontEnd {
     shared: Arc<Shared>,
-    work: Mutex<Sender<Work>>,
     thread: Option<JoinHandle<()>>,
     /// The devices whose faults it handles.
     devices: Vec<DeviceId>,
@@ -94,6 +96,7 @@ impl FrontEnd {
             caching_mode: true,
             ..config
         };
+        let (work, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             regs: Mutex::new(Registers::new(&config)),
             config,
@@ -101,18 +104,17 @@ impl FrontEnd {
             iommu,
             irq,
             stats: stats::Counters::default(),
+            backlog: Backlog::new(work, MAX_BACKLOG),
         });
-        let (work, queue) = mpsc::channel();
         let worker = Worker::new(shared.clone(), devices);
         let thread = thread::Builder::new()
             .name("viommu".into())
             .spawn(move || worker.run(queue))?;
         for &device in devices {
-            faults::register(&shared, device, work.clone());
+            faults::register(&shared, device);
         }
         Ok(FrontEnd {
             shared,
-            work: Mutex::new(work),
             thread: Some(thread),
             devices: devices.to_vec(),
         })
@@ -171,10 +173,14 @@ impl FrontEnd {
     }
 
     fn send(&self, work: Work) {
-        let sender = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        if sender.send(work).is_err() {
-            warn!("vIOMMU thread gone: request dropped");
-        }
+        // Only fault reports come back from a full backlog, and they never come this way.
+        let _ = self.shared.backlog.send(work);
+    }
+
+    /// Work items waiting for the front end's thread now, and items merged into waiting ones
+    /// so far (see [`MAX_BACKLOG`]).
+    pub fn backlog(&self) -> (usize, u64) {
+        (self.shared.backlog.waiting(), self.shared.backlog.merged())
     }
 }
 

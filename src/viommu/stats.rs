@@ -19,6 +19,8 @@ pub struct Counters {
     pub(super) faults_recorded: AtomicU64,
     pub(super) interrupts_sent: AtomicU64,
     pub(super) interrupts_dropped: AtomicU64,
+    pub(super) page_requests_overflowed: AtomicU64,
+    pub(super) faults_overflowed: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -58,6 +60,11 @@ pub struct Stats {
     pub interrupts_sent: u64,
     /// Interrupt messages no function could carry.
     pub interrupts_dropped: u64,
+    /// Page requests answered Success at once (and PRS.PRO set) because the front end's
+    /// backlog was full ([`super::MAX_BACKLOG`]).
+    pub page_requests_overflowed: u64,
+    /// Unrecoverable faults not recorded (and FSTS.PFO set) because the backlog was full.
+    pub faults_overflowed: u64,
 }
 
 impl Counters {
@@ -84,6 +91,8 @@ impl Counters {
             faults_recorded: get(&self.faults_recorded),
             interrupts_sent: get(&self.interrupts_sent),
             interrupts_dropped: get(&self.interrupts_dropped),
+            page_requests_overflowed: get(&self.page_requests_overflowed),
+            faults_overflowed: get(&self.faults_overflowed),
         }
     }
 }

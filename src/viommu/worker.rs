@@ -37,6 +37,8 @@ pub enum Work {
     IotlbCommand,
     /// Send these interrupt messages.
     Send(Outbox),
+    /// Send the interrupt messages held while the backlog was full.
+    SendLate,
     /// A fault the host IOMMU reported for a device behind the unit.
     Fault(IommuFault),
     /// The unit was reset: every device back to untranslated.
@@ -100,12 +102,14 @@ impl Worker {
     /// Serves requests until `Stop` (or every sender is gone).
     pub fn run(mut self, requests: Receiver<Work>) {
         for work in requests {
+            self.shared.backlog.taken(&work);
             match work {
                 Work::Stop => break,
                 Work::Flush(done) => {
                     let _ = done.send(());
                 }
                 Work::Send(outbox) => self.deliver(outbox),
+                Work::SendLate => self.deliver(self.shared.backlog.take_late()),
                 Work::Reset => self.devices.clear(&*self.shared.iommu, &self.shared.stats),
                 Work::Reevaluate => self.reevaluate(),
                 Work::Queue => self.run_queue(),

@@ -573,6 +573,49 @@ mod tests {
         assert_eq!(c.stats().context.entries, 0);
     }
 
+    /// Fills the IOTLB to exactly its capacity with distinct pages.
+    fn fill_iotlb(c: &mut Caches) {
+        for page in 0..IOTLB_CAPACITY as u64 {
+            c.insert_iotlb(SRC, None, entry(page << 12, PAGE, 1, None, false));
+        }
+    }
+
+    #[test]
+    fn test_iotlb_holds_its_capacity_and_starts_over_one_past_it() {
+        let mut c = Caches::default();
+        fill_iotlb(&mut c);
+        assert_eq!(c.stats().iotlb.entries, IOTLB_CAPACITY);
+        assert!(hit(&mut c, None, 0), "the first entry is still there");
+        let past = (IOTLB_CAPACITY as u64) << 12;
+        c.insert_iotlb(SRC, None, entry(past, PAGE, 1, None, false));
+        assert_eq!(c.stats().iotlb.entries, 1, "emptied, then the new entry");
+        assert!(hit(&mut c, None, past));
+        assert!(!hit(&mut c, None, 0));
+    }
+
+    #[test]
+    fn test_pasid_cache_holds_its_capacity_and_starts_over_one_past_it() {
+        let params = PasidParams {
+            did: DomainId(1),
+            fpd: false,
+            pgtt: crate::vtd::pasid::Pgtt::PassThrough,
+            first: None,
+            second: None,
+            flags: crate::vtd::walk::FsFlags::default(),
+        };
+        let mut c = Caches::default();
+        let capacity = PASID_CACHE_CAPACITY as u32;
+        for pasid in 0..capacity {
+            c.insert_pasid(SRC, pasid, params);
+        }
+        assert_eq!(c.stats().pasid.entries, PASID_CACHE_CAPACITY);
+        assert_eq!(c.pasid(SRC, 0), Some(params));
+        c.insert_pasid(SRC, capacity, params);
+        assert_eq!(c.stats().pasid.entries, 1);
+        assert_eq!(c.pasid(SRC, capacity), Some(params));
+        assert_eq!(c.pasid(SRC, 0), None);
+    }
+
     #[test]
     fn test_capacity_is_bounded() {
         let mut c = Caches::default();

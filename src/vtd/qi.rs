@@ -7,8 +7,6 @@
 //! is complete (device-TLB invalidations included, see [`VtdSink::device_tlb_invalidate`]). A
 //! fence (FN) and a page request drain (PD) therefore need no waiting.
 
-use log::warn;
-
 use super::cache::{
     Caches, ContextInvalidation, IotlbInvalidation, PasidCacheInvalidation, PasidIotlbInvalidation,
 };
@@ -181,7 +179,7 @@ pub struct QueueContext<'a> {
 /// descriptor at fault and processing stops until software clears IQE (6.5.2.10).
 pub fn report_error(regs: &mut RegisterFile, error: QueueError, sink: &mut dyn VtdSink) {
     let head = IqOffset::from_bits(regs.get(DMAR_IQH_REG)).bytes();
-    warn!("VT-d invalidation queue error {error:?} at offset 0x{head:x}");
+    warn_limited!("VT-d invalidation queue error {error:?} at offset 0x{head:x}");
     regs.update(|r: Iqercd| r.with_iqei(error as u8));
     fault_log::report_status(regs, Fsts::new().with_iqe(true), sink);
 }

@@ -91,7 +91,7 @@ impl RawClient {
         header.message_size = (16 + body.len()) as u32;
         let mut bytes = header.as_bytes().to_vec();
         bytes.extend_from_slice(body);
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(32))];
         let mut ancillary = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
             assert!(ancillary.push(SendAncillaryMessage::ScmRights(fds)));

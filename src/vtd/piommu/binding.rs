@@ -415,6 +415,33 @@ mod tests {
     }
 
     #[test]
+    fn test_guest_entry_cache_holds_its_capacity_and_starts_over_one_past_it() {
+        const DIR: u64 = 0x2000;
+        let r = rules();
+        let mut pasids = Pasids::default();
+        let guest = BindTarget::GuestPasidTable {
+            dir: DIR,
+            pasid_bits: 20,
+        };
+        assert!(pasids.bind(pasid(1), r.binding(&guest).unwrap()).is_ok());
+        let Ok(Binding::Table(fs)) = r.binding(&BindTarget::Process(table(0x1000))) else {
+            panic!("expected a table");
+        };
+        let capacity = PASID_CACHE_CAPACITY as u32;
+        for p in 0..capacity {
+            pasids.cache(pasid(p), DIR, fs);
+        }
+        assert_eq!(pasids.entry(pasid(0)), Entry::Table(fs), "all kept");
+        assert_eq!(pasids.entry(pasid(capacity - 1)), Entry::Table(fs));
+        pasids.cache(pasid(capacity), DIR, fs);
+        assert_eq!(pasids.entry(pasid(capacity)), Entry::Table(fs));
+        assert!(
+            matches!(pasids.entry(pasid(0)), Entry::Guest { .. }),
+            "emptied first: read from the guest table again"
+        );
+    }
+
+    #[test]
     fn test_pasids_one_kind_at_a_time() {
         let r = rules();
         let mut pasids = Pasids::default();

@@ -9,7 +9,8 @@ use log::debug;
 
 use crate::iommu::reporter::Responder;
 use crate::iommu::{
-    FaultReporter, IommuFault, PageRequest, PageResponse, PageResponseCode, UnrecoverableFault,
+    FaultReporter, IommuError, IommuFault, PageRequest, PageResponse, PageResponseCode,
+    UnrecoverableFault,
 };
 
 use super::super::prq::PAGE_REQ_DESC_SIZE;
@@ -36,10 +37,10 @@ pub(super) fn responder(shared: Weak<Shared>) -> Responder {
 }
 
 /// A page request (or stop marker) from `req.device`. Reported to the device's fault handler
-/// unless the queue is full: then, as a VT-d unit does on page request queue overflow (7.5,
-/// `prq::submit`), it is not reported and the last request of a group is answered with Success
-/// at once, so the device retries the access and asks again once there is room. The bound is
-/// checked before reporting, so concurrent requests may exceed it by a few.
+/// unless [`PRQ_DEPTH`] groups are pending already: then, as a VT-d unit does on page request
+/// queue overflow (7.5, `prq::submit`), it is not reported and the last request of a group is
+/// answered with Success at once, so the device retries the access and asks again once there
+/// is room. The reporter checks the bound and queues in one step.
 pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageRequest) {
     let Some(endpoint) = shared.endpoint(req.device, false) else {
         debug!(
@@ -48,19 +49,19 @@ pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageR
         );
         return;
     };
-    if reporter.pending() >= PRQ_DEPTH {
-        debug!(
-            "page request queue full: group {} of {} not queued",
-            req.group, req.device
-        );
-        if req.last && !req.is_stop_marker() {
-            endpoint.page_response(PageResponse::to(&req, PageResponseCode::Success));
+    match reporter.report_within(IommuFault::PageRequest(req), PRQ_DEPTH) {
+        Ok(()) => {}
+        Err(IommuError::QueueFull(_)) => {
+            debug!(
+                "page request queue full: group {} of {} not queued",
+                req.group, req.device
+            );
+            if req.last && !req.is_stop_marker() {
+                endpoint.page_response(PageResponse::to(&req, PageResponseCode::Success));
+            }
         }
-        return;
-    }
-    if let Err(e) = reporter.report(IommuFault::PageRequest(req)) {
         // The reporter answered a group that expected a response with Invalid Request.
-        debug!("page request group {} of {}: {e}", req.group, req.device);
+        Err(e) => debug!("page request group {} of {}: {e}", req.group, req.device),
     }
 }
 
