@@ -263,6 +263,162 @@ def accel_queue_seeds():
     write("accel_queue", "memmove-fill-batch", e.out)
 
 
+# --- accel_svm: the accelerator behind the VT-d model (fuzz/src/svm_guest.rs layout) -----------
+
+SVM_PASIDS = [1, 2]
+SVM_WINDOW_VA = 0x7F00_0000_0000
+SVM_WINDOW_PAGES = 16
+SVM_MAPPED = (64 + 2) * PAGE
+SVM_OPS = {"submit": 0, "list": 4, "answer": 5, "respond": 7, "settle": 8, "timer": 10,
+           "invalidate": 11, "pte": 12, "damage": 13, "bind": 14, "domain": 15, "pasid_ctl": 16,
+           "configure": 17, "plain": 18, "disturb": 19}
+SUCCESS, INVALID, FAILURE = 0, 6, 7
+
+
+class Svm(Enc):
+    """accel_svm's choices (fuzz/fuzz_targets/accel_svm.rs): 0 is the common path."""
+
+    def setup(self, five=True, present=(0xFFFF, 0xFFFF), queues=((True, 1), (False, 2))):
+        self.u8(0 if five else 3).u16(~present[0]).u16(~present[1])
+        self.u8(0).u8(0)  # Linux-like setup, 512 credits
+        for bof, vector in queues:
+            self.u8(0 if bof else 3).below(4, vector)
+        return self
+
+    def op(self, name):
+        return self.u8(SVM_OPS[name])
+
+    def pasid(self, p=1):
+        if p in SVM_PASIDS:
+            return self.u8(SVM_PASIDS.index(p))
+        return self.u8(6) if p == 3 else self.u8(7).u32(p)
+
+    def addr(self, tagged, a):
+        base, span = (SVM_WINDOW_VA, (SVM_WINDOW_PAGES + 1) * PAGE) if tagged else (0, SVM_MAPPED + PAGE)
+        if base <= a < base + span:
+            return self.u8(0).below(span, a - base)
+        return self.u8(7).u64(a)
+
+    def va(self, page, offset=0):
+        return SVM_WINDOW_VA + page * PAGE + offset
+
+    def desc(self, opcode, src=0, dst=0, length=64, pattern=0, tagged=True, pasid=1,
+             record=None, rci=False, count=1, pick=0):
+        self.u8(0).u8(0 if tagged else 3)
+        for mode, limit in enumerate([256, 2 * PAGE, 5 * PAGE]):
+            if length <= limit:
+                self.u8(mode).below(limit, length - 1)
+                break
+        else:
+            self.u8(3).u32(length)
+        self.below(6, opcode)
+        if opcode in (1, 3):
+            self.addr(tagged, src).addr(tagged, dst)
+        elif opcode == 2:
+            self.addr(tagged, dst).u64(pattern)
+        elif opcode == 4:
+            self.below(10, count).u8(pick)  # pick: index of a list written before
+        elif opcode == 5:
+            self.u8(0xFF)
+        if record is None:
+            self.u8(7)
+        else:
+            self.u8(0).addr(tagged, record).u8(0)
+        self.bool(rci)
+        if tagged:
+            self.pasid(pasid)
+        return self.u8(0)  # not privileged
+
+    def submit(self, wq, descs):
+        self.op("submit").below(2, wq).below(4, len(descs) - 1)
+        for d in descs:
+            self.desc(**d)
+        return self.u8(0)  # doorbell at the tail
+
+    def write_list(self, process, page, slot, descs):
+        self.op("list").u8(0).below(2, process).below(16, page).below(64, slot)
+        self.below(8, len(descs) - 1)
+        for d in descs:
+            self.desc(**d)
+        return self
+
+    def answer(self, index, code=SUCCESS, fault_in=True):
+        return self.op("answer").u8(index).u8(0 if fault_in else 3).bool(False).u8(code)
+
+    def pte(self, process, page, kind, invalidate=True):
+        # kind: 0 unmap, 1 read-only, 3 read-write
+        return self.op("pte").below(2, process).below(16, page).u8(kind).u8(0 if invalidate else 3)
+
+    def caps(self, pasid=True, ats=True, pri=True):
+        return self.op("configure").u8(3).bool(not pasid).bool(not ats).bool(not pri).u8(0)
+
+
+def accel_svm_seeds():
+    va = lambda page, offset=0: SVM_WINDOW_VA + page * PAGE + offset
+    rec = lambda n: va(15, 32 * n)
+    # Jobs of both processes through nested translation, a fault resolved through PRI, a BATCH
+    # in a process's memory, untagged work through the identity domain, an munmap.
+    e = Svm().setup(present=(0x00FF, 0xFFFF))
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(1), length=512, record=rec(0), rci=True),
+                 dict(opcode=2, dst=va(2, 100), length=1000, pattern=0x1122334455667788, record=rec(1)),
+                 dict(opcode=3, src=va(0), dst=va(1), length=512, record=rec(2))])
+    e.op("settle")
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(9), length=2 * PAGE, record=rec(3))])
+    e.op("settle").answer(0).op("settle").answer(1).op("settle").answer(2).op("settle")
+    e.write_list(0, 3, 0, [dict(opcode=1, src=va(0), dst=va(4), length=64, record=rec(4)),
+                           dict(opcode=2, dst=va(5), length=100, record=rec(5))])
+    e.submit(1, [dict(opcode=4, count=2, pick=0, record=rec(6), rci=True),
+                 dict(opcode=2, dst=0x30000, length=256, tagged=False, record=0x100),
+                 dict(opcode=1, src=va(0), dst=va(10), length=300, pasid=2, record=rec(7))])
+    e.op("settle").pte(0, 1, 0)
+    e.submit(1, [dict(opcode=1, src=va(0), dst=va(1), length=64, record=rec(8))])
+    e.op("invalidate").below(3, 0).pasid(1).addr(True, va(0)).u8(0).below(16, 0).u8(1)
+    e.op("settle")
+    write("accel_svm", "linux-sva-jobs", e.out)
+
+    # Page requests nobody answers (the timer), Invalid Request, Response Failure and its
+    # duplicate, a response for a group never requested, PRI re-enabled, a drain and unbind,
+    # a second-stage DMA domain and the plain engine.
+    e = Svm().setup(present=(0x8000, 0xFFFF))
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(1), length=64, record=rec(0))])
+    e.op("settle").op("timer").op("settle")
+    e.submit(0, [dict(opcode=2, dst=va(2), length=64, record=rec(1))])
+    e.op("settle").answer(1, INVALID).op("settle")
+    e.submit(0, [dict(opcode=2, dst=va(3), length=64, record=rec(2)),
+                 dict(opcode=2, dst=va(3), length=64, record=rec(3))])
+    e.op("settle").answer(2, FAILURE).answer(2, FAILURE)
+    e.op("respond").pasid(1).u16(300).u8(SUCCESS)
+    e.caps(pri=False).caps()
+    e.submit(0, [dict(opcode=2, dst=va(4), length=PAGE + 10, record=rec(4))])
+    e.op("settle").answer(3).op("settle").answer(4).op("settle")
+    e.op("pasid_ctl").pasid(1).bool(False)
+    e.op("bind").pasid(1).u8(0).below(2, 0).bool(False).u8(0).u8(3)  # unbind
+    e.op("domain").u8(3).below(4, 0)  # second stage, 3 levels
+    e.op("plain").addr(False, 0x30000).addr(False, 0x31000).below(3 * PAGE, PAGE - 1)
+    e.submit(1, [dict(opcode=0, tagged=False, record=0x180, rci=True)])
+    e.op("settle")
+    write("accel_svm", "faults-timeouts-drain", e.out)
+
+    # The guest's PASID table bound instead of one table per PASID, a 5-level rebind, the DMA
+    # domain as a first-stage table, and a damaged page table.
+    e = Svm().setup(present=(0xFFFF, 0xFFFF))
+    e.op("bind").pasid(2).u8(0).below(2, 1).bool(True).u8(0).u8(2)  # rebind 2, 5-level
+    e.op("domain").u8(0)
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(1), length=128, pasid=2, record=rec(1)),
+                 dict(opcode=2, dst=0x31000, length=64, tagged=False, record=0x100)])
+    e.op("settle")
+    for p in (1, 2):
+        e.op("bind").pasid(p).u8(0).below(2, 0).bool(False).u8(0).u8(3)  # unbind
+    e.op("bind").pasid(1).u8(0).below(2, 0).bool(False).u8(3).bool(False).bool(False).u8(0)
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(1), length=3 * PAGE, record=rec(0))])
+    e.op("settle")
+    e.op("damage").below(19 * 512, 1 * 512 + 254).word_ptr(64, 9, 0x7)  # PML4 of process 1
+    e.op("invalidate").below(3, 1).pasid(1).addr(True, va(0)).u8(0).below(16, 0).u8(1)
+    e.submit(0, [dict(opcode=1, src=va(0), dst=va(1), length=64, record=rec(2))])
+    e.op("settle")
+    write("accel_svm", "pasid-table-nested", e.out)
+
+
 if __name__ == "__main__":
     log = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/research/qemu-11.1.3-wire-log.txt"
     vfio_stream_seeds(log)
@@ -271,3 +427,4 @@ if __name__ == "__main__":
     vtd_walk_seeds()
     page_requests_seeds()
     accel_queue_seeds()
+    accel_svm_seeds()

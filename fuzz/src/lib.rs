@@ -1,6 +1,9 @@
 //! What the fuzz targets share: structured choices read from the fuzzer's bytes, and guest RAM
 //! in a sealed memfd as QEMU's memfd backend gives it (vfio-user spec, "DMA_MAP").
 
+pub mod accel_rig;
+pub mod svm_guest;
+
 use std::fs::File;
 
 use libfuzzer_sys::arbitrary::Unstructured;
