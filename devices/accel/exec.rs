@@ -289,7 +289,6 @@ impl<'a> Job<'a> {
                     last_miss = Some(key);
                     let ahead = if alone { &[][..] } else { reach };
                     alone = self.resolve(miss, purpose, requests, ahead)? == Retry::Alone;
-
                 }
             }
         }

@@ -431,7 +431,11 @@ mod tests {
         // Room again, but group 1 was refused at its first request: its Last is refused too.
         assert!(report(1, true).is_err());
         assert_eq!(reporter.pending(), 0);
-        assert_eq!(seen.lock().unwrap().len(), 3, "group 0 whole, nothing of group 1");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "group 0 whole, nothing of group 1"
+        );
         assert!(sent.lock().unwrap().is_empty());
         // A group after it starts afresh.
         report(1, true).unwrap();

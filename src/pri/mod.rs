@@ -338,7 +338,9 @@ impl Pri {
         first: (u64, Access),
         more: &[(u64, Access)],
     ) -> Result<PageToken, PriError> {
-        let want = u32::try_from(more.len()).unwrap_or(u32::MAX).saturating_add(1);
+        let want = u32::try_from(more.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
         let (group, serial, pages) = self.reserve(pasid, want)?;
         let sent = std::iter::once(&first).chain(more).take(pages as usize);
         let reqs: Vec<PageRequest> = sent
@@ -618,7 +620,9 @@ mod tests {
             .unwrap();
         let reqs = iommu.requests();
         assert_eq!((reqs.len(), token.pages()), (5, 5));
-        assert!(reqs.iter().all(|r| r.group == token.group() && r.pasid == p(3)));
+        assert!(reqs
+            .iter()
+            .all(|r| r.group == token.group() && r.pasid == p(3)));
         let lasts: Vec<bool> = reqs.iter().map(|r| r.last).collect();
         assert_eq!(lasts, [false, false, false, false, true]);
         assert_eq!((reqs[0].addr, reqs[0].access), (0, Access::READ));
@@ -633,7 +637,9 @@ mod tests {
     fn test_request_group_takes_only_the_free_credits_and_blocks_when_none() {
         let (iommu, pri) = pri(4);
         let held = pri.request(p(1), 0, Access::READ).unwrap();
-        let group = pri.request_group(p(1), (0, Access::WRITE), &pages(7)).unwrap();
+        let group = pri
+            .request_group(p(1), (0, Access::WRITE), &pages(7))
+            .unwrap();
         assert_eq!(group.pages(), 3, "three credits were free");
         assert_eq!(iommu.requests().len(), 4);
         assert!(iommu.last().last);
@@ -658,7 +664,9 @@ mod tests {
                 }
             }
         }));
-        let token = pri.request_group(p(1), (0, Access::READ), &pages(6)).unwrap();
+        let token = pri
+            .request_group(p(1), (0, Access::READ), &pages(6))
+            .unwrap();
         assert_eq!(pri.wait(token, None), Ok(PageResponseCode::InvalidRequest));
         assert_eq!(pri.outstanding(), 0);
         assert!(!pri.status().unexpected_prg_index());
