@@ -262,11 +262,20 @@ fn resolve_requests(
     guest: Arc<Mutex<Guest>>,
     iommu: Weak<PhysicalIommu>,
 ) {
+    // As Linux's iopf: the requests of a group are handled until one fails; one response, on
+    // Last, says Success only if all did.
+    let mut group = PageResponseCode::Success;
     for req in requests {
-        let code = guest.lock().unwrap().fault_in(&req);
-        if let (true, Some(iommu)) = (req.last, iommu.upgrade()) {
-            iommu.page_response(PageResponse::to(&req, code)).unwrap();
+        if group == PageResponseCode::Success {
+            group = guest.lock().unwrap().fault_in(&req);
         }
+        if !req.last {
+            continue;
+        }
+        if let Some(iommu) = iommu.upgrade() {
+            iommu.page_response(PageResponse::to(&req, group)).unwrap();
+        }
+        group = PageResponseCode::Success;
     }
 }
 
@@ -692,15 +701,18 @@ fn test_page_requests_reach_the_guest_which_maps_the_pages_and_the_job_completes
     assert_eq!(r.status(), Some(Status::Success));
     assert_eq!(r.bytes_completed, 4 * PAGE as u32);
     assert_eq!(e.read_va(PASID_A, DST_VA, data.len()), data);
-    // One request per missing page, read for the source, write for the destination.
-    let seen: HashSet<(u64, bool, bool)> = e
-        .faults
-        .page_requests()
+    // One request per missing page, read for the source, write for the destination, all in
+    // one page request group (one PRG index, Last on the final request only).
+    let reqs = e.faults.page_requests();
+    assert_eq!(reqs.len(), 6);
+    let lasts: Vec<bool> = reqs.iter().map(|r| r.last).collect();
+    assert_eq!(lasts, [false, false, false, false, false, true]);
+    let seen: HashSet<(u64, bool, bool)> = reqs
         .iter()
         .inspect(|r| {
             assert_eq!(
-                (r.device, r.pasid, r.last),
-                (DEV, Some(pasid(PASID_A)), true)
+                (r.device, r.pasid, r.group),
+                (DEV, Some(pasid(PASID_A)), reqs[0].group)
             );
             assert!(!r.access.privileged);
         })
@@ -748,6 +760,109 @@ fn test_memmove_into_many_missing_pages_sends_a_request_for_each() {
         writes,
         (0..PAGES).map(|i| DST_VA + i * PAGE).collect::<Vec<_>>()
     );
+}
+
+/// A MEMMOVE into never-touched memory asks for the missing pages ahead in groups of at most
+/// MAX_GROUP_PAGES: one PRG index per group, Last only on its final request.
+#[test]
+fn test_memmove_into_never_touched_pages_asks_in_groups_of_the_bound() {
+    const PAGES: u64 = 70;
+    let bound = accel::MAX_GROUP_PAGES as u64;
+    let mut e = E2e::new();
+    e.drv.enable_wq(0, true);
+    e.mmap(PASID_A, BUF_VA, PAGES);
+    let data = pattern((PAGES * PAGE) as usize, 8);
+    e.write_va(PASID_A, BUF_VA, &data);
+    e.reserve(PASID_A, DST_VA, PAGES);
+    let r = e.run(
+        0,
+        PASID_A,
+        Descriptor::memmove(BUF_VA, DST_VA, (PAGES * PAGE) as u32),
+    );
+    assert_eq!(r.status(), Some(Status::Success), "{r:?}");
+    assert_eq!(e.read_va(PASID_A, DST_VA, data.len()), data);
+    let reqs = e.faults.page_requests();
+    let groups: Vec<&[PageRequest]> = reqs.split_inclusive(|r| r.last).collect();
+    assert_eq!(groups.len() as u64, PAGES.div_ceil(bound));
+    for g in &groups {
+        assert!(g.len() as u64 <= bound, "credits and bound kept");
+        assert!(g.iter().all(|r| r.group == g[0].group && r.access.write));
+        assert!(g[..g.len() - 1].iter().all(|r| !r.last));
+    }
+    let addrs: Vec<u64> = reqs.iter().map(|r| r.addr).collect();
+    assert_eq!(
+        addrs,
+        (0..PAGES).map(|i| DST_VA + i * PAGE).collect::<Vec<_>>()
+    );
+    assert_eq!(e.drv.svm().unwrap().pri().outstanding(), 0);
+}
+
+/// Invalid Request for a group fails the job at the first address the group covers: the
+/// page that missed is asked for again alone, so the fault names the page that failed.
+#[test]
+fn test_invalid_request_for_a_group_fails_the_job_at_its_first_page() {
+    let mut e = E2e::new();
+    e.faults.set_policy(Policy::Hold);
+    e.drv.enable_wq(0, true);
+    e.reserve(PASID_A, DST_VA, 3);
+    let record = e.record(PASID_A);
+    let desc = Descriptor::fill(DST_VA, 3 * PAGE as u32, 7)
+        .with_pasid(PASID_A)
+        .with_completion(record);
+    e.drv.submit(0, &[desc]);
+    let group: Vec<PageRequest> = (0..3).map(|_| e.faults.next_request()).collect();
+    assert_eq!(
+        group.iter().map(|r| (r.addr, r.last)).collect::<Vec<_>>(),
+        [
+            (DST_VA, false),
+            (DST_VA + PAGE, false),
+            (DST_VA + 2 * PAGE, true)
+        ]
+    );
+    e.answer(&group[2], PageResponseCode::InvalidRequest);
+    let alone = e.faults.next_request();
+    assert_eq!((alone.addr, alone.last), (DST_VA, true));
+    e.answer(&alone, PageResponseCode::InvalidRequest);
+    let r = e.wait_record(PASID_A, record);
+    assert_eq!(
+        (r.status(), r.fault_addr),
+        (Some(Status::PageFault), DST_VA)
+    );
+    assert_eq!(r.bytes_completed, 0);
+    assert_eq!(e.drv.svm().unwrap().pri().outstanding(), 0);
+    e.assert_queue_alive(0, Some(PASID_A));
+}
+
+/// A drain and unbind with a multi-page group pending: the job is aborted, the stop marker
+/// follows the group, and the unbind answers the group (every credit comes back).
+#[test]
+fn test_drain_and_unbind_with_a_multi_page_group_pending_answer_it() {
+    let mut e = E2e::new();
+    e.faults.set_policy(Policy::Hold);
+    e.drv.enable_wq(0, true);
+    e.reserve(PASID_A, DST_VA, 4);
+    let record = e.record(PASID_A);
+    let desc = Descriptor::fill(DST_VA, 4 * PAGE as u32, 7)
+        .with_pasid(PASID_A)
+        .with_completion(record);
+    e.drv.submit(0, &[desc]);
+    let group: Vec<PageRequest> = (0..4).map(|_| e.faults.next_request()).collect();
+    assert!(group[3].last && group.iter().all(|r| r.group == group[0].group));
+    assert_eq!(e.drv.svm().unwrap().pri().outstanding(), 4);
+    assert_eq!(e.iommu.pending_page_requests(), 1, "one group pending");
+    e.drv.pasid_ctl(PASID_A, false);
+    assert_eq!(
+        e.wait_record(PASID_A, record).status(),
+        Some(Status::Aborted)
+    );
+    e.drv.wait_drained(PASID_A);
+    assert!(e.faults.next_request().is_stop_marker());
+    e.iommu.unbind(DEV, pasid(PASID_A)).unwrap();
+    assert_eq!(e.iommu.pending_page_requests(), 0);
+    let pri = e.drv.svm().unwrap().pri();
+    assert_eq!(pri.outstanding(), 0);
+    assert!(!pri.status().unexpected_prg_index());
+    e.assert_queue_alive(0, Some(PASID_B));
 }
 
 #[test]

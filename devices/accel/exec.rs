@@ -1,7 +1,7 @@
 //! accel operations on translated memory: MEMMOVE, FILL, COMPARE, and the reads and writes of
 //! batch lists and completion records, page by page under the ATS fence, with page faults
-//! resolved as the work queue's fault mode says (block: PRI page request and retry, PCIe 6.0
-//! §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into one
+//! resolved as the work queue's fault mode says (block: PRI page request group and retry, PCIe
+//! 6.0 §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into one
 //! `MemView::copy`.
 
 use std::sync::atomic::{fence, Ordering};
@@ -15,13 +15,16 @@ use super::device::Core;
 use super::svm::{self, Miss, Space, Xlat};
 use super::swerr::Origin;
 use super::wq::{Slot, Views, WorkQueue};
-use crate::iommu::PageResponseCode;
+use crate::iommu::{Access, PageResponseCode};
 use crate::mem::{Gpa, MemError, MemView, PAGE_SIZE};
 use crate::pri::PriError;
 
 /// Page requests for one page before the fault is reported: a handler that keeps answering
 /// Success without mapping the page must not keep the queue forever.
 pub const MAX_PAGE_REQUESTS: u32 = 8;
+/// Pages one page request group asks for at most: the page that missed and the not-present
+/// pages found ahead of it in the descriptor's ranges (fewer when fewer PRI credits are free).
+pub const MAX_GROUP_PAGES: usize = 32;
 /// Bytes FILL writes and COMPARE reads per access.
 const CHUNK: usize = 4096;
 /// Pattern bytes repeat every 8.
@@ -72,6 +75,15 @@ impl Halt {
     }
 }
 
+/// How the next miss of a job is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// With the pages ahead of it.
+    Ahead,
+    /// Its page alone.
+    Alone,
+}
+
 /// What work under the fence can run into.
 enum Fail {
     Miss(Miss),
@@ -111,6 +123,26 @@ impl Lookahead {
             next: None,
             runs: (true, true),
         }
+    }
+}
+
+/// A range of a descriptor's addresses the job goes on to access, front to back: where a miss
+/// looks ahead for more pages to ask for in the same page request group.
+#[derive(Clone, Copy, Debug)]
+struct Reach {
+    start: u64,
+    len: u64,
+    write: bool,
+}
+
+impl Reach {
+    fn new(start: u64, len: u64, write: bool) -> Self {
+        Reach { start, len, write }
+    }
+
+    /// Offset of `addr` in the range, if it falls there.
+    fn offset(&self, addr: u64) -> Option<u64> {
+        addr.checked_sub(self.start).filter(|&o| o < self.len)
     }
 }
 
@@ -218,6 +250,17 @@ impl<'a> Job<'a> {
     fn under_fence<T>(
         &self,
         purpose: Purpose,
+        f: impl FnMut(&MemView) -> Result<T, Fail>,
+    ) -> Result<T, Halt> {
+        self.under_fence_ahead(purpose, &[], f)
+    }
+
+    /// [`Job::under_fence`], where a miss also asks for the not-present pages that follow it
+    /// in `reach` (one page request group).
+    fn under_fence_ahead<T>(
+        &self,
+        purpose: Purpose,
+        reach: &[Reach],
         mut f: impl FnMut(&MemView) -> Result<T, Fail>,
     ) -> Result<T, Halt> {
         // Page requests for the page (and access) that missed last: the limit is per page, as
@@ -225,6 +268,9 @@ impl<'a> Job<'a> {
         // one fence hold) sends one request for each.
         let mut requests = 0;
         let mut last_miss = None;
+        // A group answered Invalid Request may have failed on a page after the one that
+        // missed: that one is asked for alone next, so the fault names the page that failed.
+        let mut alone = false;
         loop {
             self.check(purpose)?;
             let guard = self.core.svm.as_ref().map(|s| s.ats().fence());
@@ -241,14 +287,72 @@ impl<'a> Job<'a> {
                         1
                     };
                     last_miss = Some(key);
-                    self.resolve(miss, purpose, requests)?;
+                    let ahead = if alone { &[][..] } else { reach };
+                    alone = self.resolve(miss, purpose, requests, ahead)? == Retry::Alone;
                 }
             }
         }
     }
 
-    /// Resolves a miss: Ok means "translate again".
-    fn resolve(&self, miss: Miss, purpose: Purpose, requests: u32) -> Result<(), Halt> {
+    /// The not-present pages after `miss` in `reach`, nearest first (each range's pages at the
+    /// same offset from the miss are neighbours), to ask for with it: at most
+    /// [`MAX_GROUP_PAGES`] in all, from a window of as many pages per range. Translated (ATS
+    /// translation requests) under the fence, only to see which are missing.
+    fn look_ahead(&self, miss: &Miss, reach: &[Reach]) -> Vec<(u64, Access)> {
+        let mut pages: Vec<(u64, Access)> = Vec::new();
+        let offset = reach
+            .iter()
+            .filter(|r| r.write == miss.access.write)
+            .find_map(|r| r.offset(miss.addr));
+        let (Some(offset), Some(svm)) = (offset, self.core.svm.as_ref()) else {
+            return pages;
+        };
+        let first = miss.addr & !(PAGE_SIZE - 1);
+        let mut open: Vec<bool> = vec![true; reach.len()];
+        let _fence = svm.ats().fence();
+        for step in 0..MAX_GROUP_PAGES as u64 {
+            for (r, open) in reach.iter().zip(open.iter_mut()) {
+                let at = (r.start + offset.min(r.len)) & !(PAGE_SIZE - 1);
+                let page = at.saturating_add(step * PAGE_SIZE);
+                let end = r.start.saturating_add(r.len);
+                if !*open || page >= end || page < r.start & !(PAGE_SIZE - 1) {
+                    continue;
+                }
+                let access = self.space.access(r.write);
+                match svm::translate(Some(svm), self.space, page.max(r.start), access) {
+                    Ok(_) => continue,
+                    // Refused for good: the job faults there when it gets there.
+                    Err(m) if m.unrecoverable => {
+                        *open = false;
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+                if page == first && access.write == miss.access.write {
+                    continue;
+                }
+                match pages.iter().position(|p| p.0 == page) {
+                    Some(i) => {
+                        pages[i].1.read |= access.read;
+                        pages[i].1.write |= access.write;
+                    }
+                    None if pages.len() + 1 < MAX_GROUP_PAGES => pages.push((page, access)),
+                    None => return pages,
+                }
+            }
+        }
+        pages
+    }
+
+    /// Resolves a miss with a page request group of the missing page and the not-present
+    /// pages ahead of it in `reach`: Ok means "translate again".
+    fn resolve(
+        &self,
+        miss: Miss,
+        purpose: Purpose,
+        requests: u32,
+        reach: &[Reach],
+    ) -> Result<Retry, Halt> {
         let fault = |status| Halt::Fault {
             status,
             addr: miss.addr,
@@ -263,6 +367,7 @@ impl<'a> Job<'a> {
         if !self.slot.ctrl.block_on_fault() || requests > MAX_PAGE_REQUESTS {
             return Err(fault(Status::PageFault));
         }
+        let more = self.look_ahead(&miss, reach);
         let token = {
             let _order = svm.request_order();
             // After a PASID's drain began, no page request for it (its stop marker is sent
@@ -272,13 +377,15 @@ impl<'a> Job<'a> {
                     return Err(Halt::Status(Status::Aborted));
                 }
             }
-            svm.pri()
-                .request(self.space.pasid(), miss.addr, miss.access)
+            let first = (miss.addr, miss.access);
+            svm.pri().request_group(self.space.pasid(), first, &more)
         };
+        let pages = token.as_ref().map_or(0, |t| t.pages());
         let response = token.and_then(|t| svm.pri().wait(t, None));
-        trace!("accel: page response {response:?}: the engine goes on");
+        trace!("accel: page response {response:?} ({pages} pages): the engine goes on");
         match response {
-            Ok(PageResponseCode::Success) => Ok(()),
+            Ok(PageResponseCode::Success) => Ok(Retry::Ahead),
+            Ok(PageResponseCode::InvalidRequest) if pages > 1 => Ok(Retry::Alone),
             Ok(PageResponseCode::InvalidRequest) | Err(PriError::TimedOut) => {
                 Err(fault(Status::PageFault))
             }
@@ -313,7 +420,10 @@ impl<'a> Job<'a> {
         // One fence hold covers run after run until the job ends or misses: the pair of pages
         // that ended one run starts the next without being translated again (a translation is
         // only valid under the fence it was obtained under).
-        let moved = self.under_fence(Purpose::Data, |view| {
+        // Looking ahead only forward: a backward copy goes page by page.
+        let reach = [Reach::new(src, len, false), Reach::new(dst, len, true)];
+        let reach = if backward { &[][..] } else { &reach[..] };
+        let moved = self.under_fence_ahead(Purpose::Data, reach, |view| {
             let mut ahead = Lookahead::new();
             while done < len {
                 self.check(Purpose::Data).map_err(Fail::Halt)?;
@@ -440,7 +550,8 @@ impl<'a> Job<'a> {
             .collect();
         let mut done = 0;
         while done < len {
-            let step = self.under_fence(Purpose::Data, |view| {
+            let reach = [Reach::new(dst + done, len - done, true)];
+            let step = self.under_fence_ahead(Purpose::Data, &reach, |view| {
                 let d = self.translate(dst + done, true)?;
                 let n = d.forward().min(len - done).min(CHUNK as u64) as usize;
                 let phase = (done % PATTERN_LEN as u64) as usize;
@@ -460,7 +571,12 @@ impl<'a> Job<'a> {
         let (mut buf_a, mut buf_b) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
         let mut done = 0;
         while done < len {
-            let step = self.under_fence(Purpose::Data, |view| {
+            let left = len - done;
+            let reach = [
+                Reach::new(a + done, left, false),
+                Reach::new(b + done, left, false),
+            ];
+            let step = self.under_fence_ahead(Purpose::Data, &reach, |view| {
                 let (x, y) = (
                     self.translate(a + done, false)?,
                     self.translate(b + done, false)?,

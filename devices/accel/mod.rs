@@ -26,7 +26,7 @@ pub mod engine;
 pub mod regs;
 pub mod svm;
 
-pub use exec::MAX_PAGE_REQUESTS;
+pub use exec::{MAX_GROUP_PAGES, MAX_PAGE_REQUESTS};
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;

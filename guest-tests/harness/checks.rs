@@ -7,6 +7,9 @@ use super::qemu::{Iommu, Memory};
 use super::Setup;
 use vsvm::devices::topology::vtd_config;
 
+/// Pages in one page request group at most (the accelerator's bound).
+const MAX_GROUP_PAGES: u64 = vsvm::devices::accel::MAX_GROUP_PAGES as u64;
+
 /// Everything a check may look at once its boots are done.
 pub struct Evidence<'a> {
     /// The boot that ran the scripts of every check of the group.
@@ -722,25 +725,31 @@ fn sva_process_memory(e: &Evidence) -> Result<(), String> {
         .ok_or_else(|| format!("no vIOMMU stats:\n{}", tail(e.server_log, 40)))?;
     let requests = number_after(stats, "page_requests: ").ok_or("no page_requests")?;
     let responses = number_after(stats, "page_responses: ").ok_or("no page_responses")?;
+    let groups = number_after(stats, "page_groups: ").ok_or("no page_groups")?;
     let markers = number_after(stats, "stop_markers: ").ok_or("no stop_markers")?;
     ensure!(
         requests >= pages,
         "the server wrote {requests} page requests into the guest's PRQ, the guest program faulted {pages} pages: {stats}"
     );
-    // Each page request the server queued raised the guest's page request interrupt once: the
-    // guest's handler clears PRS.PPR before it reads the queue, and the device sends its next
-    // request only after the response. A stop marker (an unbind's drain) may land next to a
-    // pending request and share its interrupt, so markers only bound the count from above.
     ensure!(
-        requests <= guest_prq && guest_prq <= requests + markers,
-        "the server wrote {requests} page requests and {markers} stop markers, the guest took {guest_prq} page request interrupts: {stats}"
+        groups <= requests && groups >= requests.div_ceil(MAX_GROUP_PAGES),
+        "{requests} page requests in {groups} groups (at most {MAX_GROUP_PAGES} pages each): {stats}"
     );
-    // A request pending when its process died was answered by the unbind at the host; the
-    // guest's own answer came after and was dropped as late: still one answer per request.
+    // Each page request group the server queued raised the guest's page request interrupt at
+    // least once: the guest's handler clears PRS.PPR before it reads the queue, and the device
+    // sends its next group only after the response; the requests of one group may share an
+    // interrupt or not. A stop marker (an unbind's drain) may land next to a pending request
+    // and share its interrupt, so markers only bound the count from above.
+    ensure!(
+        groups <= guest_prq && guest_prq <= requests + markers,
+        "the server wrote {requests} page requests in {groups} groups and {markers} stop markers, the guest took {guest_prq} page request interrupts: {stats}"
+    );
+    // A group pending when its process died was answered by the unbind at the host; the
+    // guest's own answer came after and was dropped as late: still one answer per group.
     let late = number_after(stats, "late_page_responses: ").ok_or("no late_page_responses")?;
     ensure!(
-        responses + late == requests,
-        "{requests} page requests but {responses} page responses (+ {late} late): {stats}"
+        responses + late == groups,
+        "{groups} page request groups but {responses} page responses (+ {late} late): {stats}"
     );
     // munmap under the device: the guest's PASID-based IOTLB and device-TLB invalidations were
     // forwarded (the program checked that the device's ATC no longer reached the pages).
@@ -853,8 +862,8 @@ fn demo_workload(e: &Evidence) -> Result<(), String> {
         "the SVA workload lacks jobs, bytes, faults, fresh pages or a munmap: {json}"
     );
     ensure!(
-        num("prq_interrupts")? >= pages,
-        "fewer page request interrupts than pages faulted in: {json}"
+        num("prq_interrupts")? >= pages.div_ceil(MAX_GROUP_PAGES),
+        "fewer page request interrupts than the fewest groups the pages faulted in make: {json}"
     );
     let stats = e
         .server_log
@@ -867,9 +876,14 @@ fn demo_workload(e: &Evidence) -> Result<(), String> {
         requests >= pages + faults,
         "{requests} page requests, fewer than the demo's {pages} fresh pages and {faults} faults: {stats}"
     );
+    let groups = stat("page_groups")?;
     ensure!(
-        stat("page_responses")? + stat("late_page_responses")? == requests,
-        "page requests and responses differ: {stats}"
+        groups <= requests && groups >= requests.div_ceil(MAX_GROUP_PAGES),
+        "{requests} page requests in {groups} groups: {stats}"
+    );
+    ensure!(
+        stat("page_responses")? + stat("late_page_responses")? == groups,
+        "page request groups and responses differ: {stats}"
     );
     ensure!(
         stat("pasid_devtlb_invalidations")? >= 1,

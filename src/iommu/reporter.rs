@@ -32,7 +32,31 @@ struct State {
     /// Groups awaiting a response, with their deadline (`None`: a timeout too long for an
     /// `Instant`, i.e. never).
     pending: HashMap<GroupKey, Option<Instant>>,
+    /// Groups whose Last has not come yet, and whether they were admitted: a group is admitted
+    /// or refused whole, on its first request, so that no handler sees half a group.
+    partial: HashMap<GroupKey, bool>,
     stopping: bool,
+}
+
+impl State {
+    /// Whether `req` may be reported with at most `max_pending` groups pending or under way
+    /// (its group's first request decides for all of them).
+    fn admit(&mut self, req: &PageRequest, max_pending: usize) -> bool {
+        let key = group_key(req);
+        let admitted = match self.partial.get(&key) {
+            Some(&admitted) if !req.is_stop_marker() => admitted,
+            _ => {
+                let under_way = self.partial.values().filter(|a| **a).count();
+                self.pending.len() + under_way < max_pending
+            }
+        };
+        if req.last {
+            self.partial.remove(&key);
+        } else {
+            self.partial.insert(key, admitted);
+        }
+        admitted
+    }
 }
 
 struct Shared {
@@ -102,6 +126,7 @@ impl FaultReporter {
             if state.handlers.remove(&device).is_none() {
                 return Err(IommuError::NoHandler(device));
             }
+            state.partial.retain(|key, _| key.0 != device);
             take_pending(&mut state, |key| key.0 == device)
         };
         self.answer_invalid(orphans);
@@ -125,8 +150,10 @@ impl FaultReporter {
         };
         let handler = {
             let mut state = self.shared.lock();
-            if matches!(fault, IommuFault::PageRequest(_)) && state.pending.len() >= max_pending {
-                return Err(IommuError::QueueFull(state.pending.len()));
+            if let IommuFault::PageRequest(req) = &fault {
+                if !state.admit(req, max_pending) {
+                    return Err(IommuError::QueueFull(state.pending.len()));
+                }
             }
             let handler = state.handlers.get(&device).cloned();
             if let (Some(_), IommuFault::PageRequest(req)) = (&handler, &fault) {
@@ -377,6 +404,42 @@ mod tests {
             .report_within(IommuFault::PageRequest(third), 2)
             .unwrap();
         assert_eq!(reporter.pending(), 2);
+    }
+
+    #[test]
+    fn test_report_within_admits_or_refuses_a_multi_request_group_whole() {
+        let (responder, sent) = recording();
+        let reporter = FaultReporter::new(LONG, responder);
+        let (h, seen) = handler();
+        reporter.register(DEV, h).unwrap();
+        let report = |group, last| {
+            let req = IommuFault::PageRequest(request(DEV, 1, group, last));
+            reporter.report_within(req, 1)
+        };
+        // Group 0 is under way: it takes the one place, so group 1 is refused whole.
+        report(0, false).unwrap();
+        assert_eq!(report(1, false), Err(IommuError::QueueFull(0)));
+        report(0, false).unwrap();
+        report(0, true).unwrap();
+        assert_eq!(reporter.pending(), 1);
+        reporter
+            .complete(&PageResponse::to(
+                &request(DEV, 1, 0, true),
+                PageResponseCode::Success,
+            ))
+            .unwrap();
+        // Room again, but group 1 was refused at its first request: its Last is refused too.
+        assert!(report(1, true).is_err());
+        assert_eq!(reporter.pending(), 0);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "group 0 whole, nothing of group 1"
+        );
+        assert!(sent.lock().unwrap().is_empty());
+        // A group after it starts afresh.
+        report(1, true).unwrap();
+        assert_eq!(reporter.pending(), 1);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! responses that release them. PCIe 6.0 §10.4 (Page Request Services) and §7.8.10 (the PRI
 //! capability, whose Control and Status this engine backs through [`PriConfig`]).
 //!
-//! Each request is a one-page Page Request Group (Last set) holding one credit of the
-//! Outstanding Page Request Allocation and a 9-bit PRG index unique among outstanding groups,
-//! until its PRG Response arrives. The engine thread that faulted blocks in [`Pri::wait`];
+//! A Page Request Group is one or more page requests sharing a 9-bit PRG index unique among
+//! outstanding groups, Last set on the final one (§10.4.1). Each request holds one credit of
+//! the Outstanding Page Request Allocation until the group's one PRG Response arrives. The engine thread that faulted blocks in [`Pri::wait`];
 //! responses arrive on whatever thread the IOMMU delivers them ([`Pri::response`]).
 //!
 //! Send no page request while holding an ATS fence: the response may need an invalidation.
@@ -63,6 +63,8 @@ enum Waiter {
 struct Outstanding {
     serial: u64,
     pasid: Option<Pasid>,
+    /// Page requests in the group: the credits it holds.
+    pages: u32,
     waiter: Waiter,
 }
 
@@ -111,18 +113,23 @@ impl State {
         self.next_serial
     }
 
-    /// A free PRG index, if a credit is free too (the allocation counts groups here, each
-    /// of one page; at most 512 groups can be told apart).
-    fn free_group(&mut self) -> Option<u16> {
-        let limit = self.allocation.min(GROUPS) as usize;
-        if self.outstanding.len() >= limit {
+    /// Credits held by outstanding groups (one per page request).
+    fn credits_used(&self) -> u32 {
+        self.outstanding.values().map(|o| o.pages).sum()
+    }
+
+    /// A free PRG index and how many of `want` page requests the free credits allow (at
+    /// least one), if an index and a credit are free (at most 512 groups can be told apart).
+    fn free_group(&mut self, want: u32) -> Option<(u16, u32)> {
+        let free = self.allocation.saturating_sub(self.credits_used());
+        if free == 0 || self.outstanding.len() >= GROUPS as usize {
             return None;
         }
         let group = (0..=PageRequest::MAX_GROUP)
             .map(|i| self.next_group.wrapping_add(i) & PageRequest::MAX_GROUP)
             .find(|g| !self.outstanding.contains_key(g))?;
         self.next_group = group.wrapping_add(1) & PageRequest::MAX_GROUP;
-        Some(group)
+        Some((group, want.clamp(1, free)))
     }
 
     /// Whether `serial` still awaits its response as group `group`.
@@ -171,6 +178,7 @@ pub struct PageToken {
     serial: u64,
     group: u16,
     pasid: Option<Pasid>,
+    pages: u32,
     shared: Weak<Shared>,
 }
 
@@ -183,6 +191,11 @@ impl PageToken {
     /// The PASID of the request.
     pub fn pasid(&self) -> Option<Pasid> {
         self.pasid
+    }
+
+    /// Page requests sent in the group (the first ones asked for; at least one).
+    pub fn pages(&self) -> u32 {
+        self.pages
     }
 }
 
@@ -214,6 +227,7 @@ impl std::fmt::Debug for Pri {
             .field("enabled", &state.enabled)
             .field("allocation", &state.allocation)
             .field("outstanding", &state.outstanding.len())
+            .field("credits", &state.credits_used())
             .field("halted", &state.halted)
             .finish()
     }
@@ -293,6 +307,11 @@ impl Pri {
 
     /// Page requests outstanding (credits in use), drained and abandoned ones included.
     pub fn outstanding(&self) -> u32 {
+        self.shared.lock().credits_used()
+    }
+
+    /// Page request groups outstanding.
+    pub fn outstanding_groups(&self) -> u32 {
         self.shared.lock().outstanding.len() as u32
     }
 
@@ -306,31 +325,55 @@ impl Pri {
         addr: u64,
         access: Access,
     ) -> Result<PageToken, PriError> {
-        let (group, serial) = self.reserve(pasid)?;
-        let req = PageRequest {
-            device: self.shared.device,
-            pasid,
-            addr: addr & !PAGE_OFFSET_MASK,
-            access: request_access(pasid, access),
-            group,
-            last: true,
-        };
-        debug!("{}: page request {req:?}", self.shared.device);
-        // Unlocked: the IOMMU may answer at once, calling back into `response`.
-        self.shared.iommu.page_request(req);
+        self.request_group(pasid, (addr, access), &[])
+    }
+
+    /// Sends a Page Request Group of `first` and then as many of `more` as free credits allow
+    /// (one credit per page): one PRG index, Last set on the final request, one response for
+    /// all ([`PageToken::pages`] says how many went). Blocks while no credit is free. Each
+    /// page is normalised as [`Pri::request`] says.
+    pub fn request_group(
+        &self,
+        pasid: Option<Pasid>,
+        first: (u64, Access),
+        more: &[(u64, Access)],
+    ) -> Result<PageToken, PriError> {
+        let want = u32::try_from(more.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let (group, serial, pages) = self.reserve(pasid, want)?;
+        let sent = std::iter::once(&first).chain(more).take(pages as usize);
+        let reqs: Vec<PageRequest> = sent
+            .enumerate()
+            .map(|(i, &(addr, access))| PageRequest {
+                device: self.shared.device,
+                pasid,
+                addr: addr & !PAGE_OFFSET_MASK,
+                access: request_access(pasid, access),
+                group,
+                last: i + 1 == pages as usize,
+            })
+            .collect();
+        // Unlocked: the IOMMU may answer at once (on Last), calling back into `response`.
+        for req in reqs {
+            debug!("{}: page request {req:?}", self.shared.device);
+            self.shared.iommu.page_request(req);
+        }
         Ok(PageToken {
             serial,
             group,
             pasid,
+            pages,
             shared: Arc::downgrade(&self.shared),
         })
     }
 
-    /// Takes a PRG index and a credit for a request of `pasid`, waiting for a credit.
-    fn reserve(&self, pasid: Option<Pasid>) -> Result<(u16, u64), PriError> {
+    /// Takes a PRG index and credits for up to `want` requests of `pasid` (at least one),
+    /// waiting for a credit.
+    fn reserve(&self, pasid: Option<Pasid>, want: u32) -> Result<(u16, u64, u32), PriError> {
         let mut state = self.shared.lock();
         state.issuing()?;
-        let group = match state.free_group() {
+        let (group, pages) = match state.free_group(want) {
             Some(group) => group,
             None => {
                 let ticket = state.serial();
@@ -347,8 +390,8 @@ impl Pri {
                     if let Err(e) = state.issuing() {
                         break Err(e);
                     }
-                    if let Some(group) = state.free_group() {
-                        break Ok(group);
+                    if let Some(got) = state.free_group(want) {
+                        break Ok(got);
                     }
                 };
                 state.blocked.remove(&ticket);
@@ -360,10 +403,11 @@ impl Pri {
         let o = Outstanding {
             serial,
             pasid,
+            pages,
             waiter,
         };
         state.outstanding.insert(group, o);
-        Ok((group, serial))
+        Ok((group, serial, pages))
     }
 
     /// Waits for the response to `token`'s group, at most `timeout` (forever if `None`).
@@ -561,6 +605,71 @@ mod tests {
         answer(&pri, &iommu.last(), PageResponseCode::InvalidRequest);
         assert_eq!(pri.wait(token, None), Ok(PageResponseCode::InvalidRequest));
         assert_eq!(pri.status(), PriStatus::new());
+    }
+
+    fn pages(n: u64) -> Vec<(u64, Access)> {
+        (1..=n).map(|i| (i << 12, Access::WRITE)).collect()
+    }
+
+    #[test]
+    fn test_request_group_shares_one_prg_index_with_last_only_on_the_final_request() {
+        let (iommu, pri) = pri(32);
+        let more = pages(4);
+        let token = pri
+            .request_group(p(3), (0x0123, Access::READ), &more)
+            .unwrap();
+        let reqs = iommu.requests();
+        assert_eq!((reqs.len(), token.pages()), (5, 5));
+        assert!(reqs
+            .iter()
+            .all(|r| r.group == token.group() && r.pasid == p(3)));
+        let lasts: Vec<bool> = reqs.iter().map(|r| r.last).collect();
+        assert_eq!(lasts, [false, false, false, false, true]);
+        assert_eq!((reqs[0].addr, reqs[0].access), (0, Access::READ));
+        assert_eq!((reqs[4].addr, reqs[4].access), (0x4000, Access::WRITE));
+        assert_eq!((pri.outstanding(), pri.outstanding_groups()), (5, 1));
+        answer(&pri, &reqs[4], PageResponseCode::Success);
+        assert_eq!(pri.outstanding(), 0, "one response frees every credit");
+        assert_eq!(pri.wait(token, None), Ok(PageResponseCode::Success));
+    }
+
+    #[test]
+    fn test_request_group_takes_only_the_free_credits_and_blocks_when_none() {
+        let (iommu, pri) = pri(4);
+        let held = pri.request(p(1), 0, Access::READ).unwrap();
+        let group = pri
+            .request_group(p(1), (0, Access::WRITE), &pages(7))
+            .unwrap();
+        assert_eq!(group.pages(), 3, "three credits were free");
+        assert_eq!(iommu.requests().len(), 4);
+        assert!(iommu.last().last);
+        assert_eq!(pri.outstanding(), 4);
+        let blocked = request_in_thread(&pri, p(1));
+        assert!(blocked.recv_timeout(SETTLE).is_err(), "no credit left");
+        answer(&pri, &iommu.requests()[0], PageResponseCode::Success);
+        assert!(blocked.recv_timeout(LONG).unwrap().is_ok());
+        assert_eq!(pri.wait(held, None), Ok(PageResponseCode::Success));
+        assert!(pri.outstanding() <= 4);
+        drop(group);
+    }
+
+    #[test]
+    fn test_request_group_answered_by_the_iommu_on_last_does_not_deadlock() {
+        let (iommu, pri) = pri(8);
+        let weak = Arc::downgrade(&pri);
+        *iommu.responder.lock().unwrap() = Some(Box::new(move |req: &PageRequest| {
+            if let Some(pri) = weak.upgrade() {
+                if req.last {
+                    pri.response(PageResponse::to(req, PageResponseCode::InvalidRequest));
+                }
+            }
+        }));
+        let token = pri
+            .request_group(p(1), (0, Access::READ), &pages(6))
+            .unwrap();
+        assert_eq!(pri.wait(token, None), Ok(PageResponseCode::InvalidRequest));
+        assert_eq!(pri.outstanding(), 0);
+        assert!(!pri.status().unexpected_prg_index());
     }
 
     #[test]

@@ -118,13 +118,16 @@ pub fn page_request(
     }
     let outcome = prq::submit(&mut regs.regs, view, &vreq, outbox);
     if matches!(outcome, PageRequestOutcome::Queued { .. }) {
-        // A stop marker wants no response: counted apart, so that page requests and page
+        // A stop marker wants no response: counted apart, so that page groups (Last) and page
         // responses can be compared.
         Counters::bump(if req.is_stop_marker() {
             &counters.stop_markers
         } else {
             &counters.page_requests
         });
+        if req.last && !req.is_stop_marker() {
+            Counters::bump(&counters.page_groups);
+        }
     }
     outcome
 }

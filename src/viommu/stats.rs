@@ -13,6 +13,7 @@ pub struct Counters {
     pub(super) binds: AtomicU64,
     pub(super) unbinds: AtomicU64,
     pub(super) page_requests: AtomicU64,
+    pub(super) page_groups: AtomicU64,
     pub(super) stop_markers: AtomicU64,
     pub(super) page_responses: AtomicU64,
     pub(super) late_page_responses: AtomicU64,
@@ -42,9 +43,12 @@ pub struct Stats {
     pub binds: u64,
     /// PASID unbinds made.
     pub unbinds: u64,
-    /// Page requests written into the guest's page request queue (each wants a page group
-    /// response; stop markers are counted apart).
+    /// Page requests written into the guest's page request queue, one per page (stop markers
+    /// are counted apart).
     pub page_requests: u64,
+    /// Of those, the ones that ended a page request group (Last set): each wants one page group
+    /// response, whatever the number of pages in its group.
+    pub page_groups: u64,
     /// Stop markers written into the guest's page request queue (a PASID drained: no
     /// response).
     pub stop_markers: u64,
@@ -52,7 +56,7 @@ pub struct Stats {
     pub page_responses: u64,
     /// Page group responses of the guest dropped because the host had answered the group
     /// already (its PASID unbound meanwhile, e.g. a process killed with requests pending):
-    /// with `page_responses`, one per page request the guest answered.
+    /// with `page_responses`, one per page request group the guest answered.
     pub late_page_responses: u64,
     /// Faults recorded in the guest's fault recording registers.
     pub faults_recorded: u64,
@@ -85,6 +89,7 @@ impl Counters {
             binds: get(&self.binds),
             unbinds: get(&self.unbinds),
             page_requests: get(&self.page_requests),
+            page_groups: get(&self.page_groups),
             stop_markers: get(&self.stop_markers),
             page_responses: get(&self.page_responses),
             late_page_responses: get(&self.late_page_responses),

@@ -17,8 +17,11 @@ use super::super::prq::PAGE_REQ_DESC_SIZE;
 use super::super::walk::PAGE_SIZE;
 use super::Shared;
 
-/// Page request groups awaiting a response at most: as many descriptors as a two-page VT-d page
-/// request queue holds (8 KiB / 32 bytes). Past it the queue has overflowed.
+/// Page request groups awaiting a response (or under way: first request seen, Last not yet) at
+/// most: as many as a two-page VT-d page request queue holds descriptors (8 KiB / 32 bytes). A
+/// group counts once whatever its size, and is admitted or refused whole on its first request
+/// (a device's groups together never hold more requests than its PRI allocation). Past it the
+/// queue has overflowed.
 pub const PRQ_DEPTH: usize = (2 * PAGE_SIZE / PAGE_REQ_DESC_SIZE) as usize;
 
 /// The responder of the reporter: delivers a response the framework generated (timer, no
@@ -37,9 +40,9 @@ pub(super) fn responder(shared: Weak<Shared>) -> Responder {
 }
 
 /// A page request (or stop marker) from `req.device`. Reported to the device's fault handler
-/// unless [`PRQ_DEPTH`] groups are pending already: then, as a VT-d unit does on page request
-/// queue overflow (7.5, `prq::submit`), it is not reported and the last request of a group is
-/// answered with Success at once, so the device retries the access and asks again once there
+/// unless [`PRQ_DEPTH`] groups were pending when its group began: then, as a VT-d unit does on
+/// page request queue overflow (7.5, `prq::submit`), it is not reported and the last request of
+/// the group is answered with Success at once, so the device retries the access and asks again once there
 /// is room. The reporter checks the bound and queues in one step.
 pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageRequest) {
     let Some(endpoint) = shared.endpoint(req.device, false) else {
