@@ -93,6 +93,7 @@ static uint64_t state;
 #define PASID_AW_48 (2ull << 2)
 #define PASID_PGTT_FS (1ull << 6)
 #define PTE_TABLE 0x67ull /* P, RW, US, A, D */
+#define PTE_BYTES 8
 #define PTE_PS (1ull << 7) /* a large page: reserved in the top level (PML4) */
 /* A bit no address width reaches (MGAW is 48): reserved in every pointer field. */
 #define ABOVE_WIDTH (1ull << 62)
@@ -326,8 +327,8 @@ static int tables(unsigned long rounds)
 #define FR_CONTEXT_RESERVED 0x42 /* SCT.3 */
 #define FR_PASID_TABLE_ACCESS 0x58 /* SPT.1: the PASID table could not be read */
 #define FR_PASID_ENTRY_RESERVED 0x5a /* SPT.3 */
-#define FR_FS_NOT_PRESENT 0x71 /* SFS.1 */
-#define FR_FS_RESERVED 0x72 /* SFS.2 */
+#define FR_FS_NOT_PRESENT 0x71 /* SFS.2 */
+#define FR_FS_RESERVED 0x72 /* SFS.3 */
 #define FR_FS_ROOT_ACCESS 0x73 /* SFS.4: FSPTPTR could not be read */
 
 /* IQERCD.IQEI (VT-d 11.4.9.5). */
@@ -337,6 +338,7 @@ static int tables(unsigned long rounds)
 /* Far above the guest's RAM (the harness gives 512 MiB; none is mapped up here) and inside
  * the unit's 48-bit address width, so it is not a reserved-bit case but a missing one. */
 #define OUTSIDE_RAM (1ull << 40)
+#define FOUR_GIB (4ull << 30)
 /* Our tree maps IOVA_SRC and IOVA_DST; IOVA_UNMAPPED is a leaf entry left clear. */
 #define IOVA_SRC 0x1000ull
 #define IOVA_DST 0x2000ull
@@ -518,7 +520,8 @@ static void case_loops(struct unit *u, unsigned n)
 		u->page[FS_TABLE][i] = loop;
 	int synced = sync_unit(u);
 	clear_faults();
-	uint32_t st = copy(CASE_IOVA(n) + 16, CASE_IOVA(n) + PAGE / 2, 8);
+	/* One entry of the table copied onto another (entry 2 onto the middle one). */
+	uint32_t st = copy(CASE_IOVA(n) + 2 * PTE_BYTES, CASE_IOVA(n) + PAGE / 2, PTE_BYTES);
 	unsigned records = await_faults(0, &lo, &hi, &us);
 	int intact = 1;
 	for (int i = 0; i < PAGE / 8; i++)
@@ -619,7 +622,8 @@ static int cases(const char *accel_resource)
 		return 1;
 	}
 	accel_sid = bus << 8 | dev << 3 | fn;
-	if (sysinfo(&si) || (uint64_t)si.totalram * si.mem_unit + (4ull << 30) >= OUTSIDE_RAM) {
+	/* RAM above the 4 GiB boundary starts there at the latest: all of it ends below. */
+	if (sysinfo(&si) || (uint64_t)si.totalram * si.mem_unit + FOUR_GIB >= OUTSIDE_RAM) {
 		fprintf(stderr, "scribble: cases: RAM may reach 0x%llx\n", OUTSIDE_RAM);
 		return 1;
 	}
