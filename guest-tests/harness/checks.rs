@@ -508,13 +508,55 @@ fn work_queues_behind_iommu(e: &Evidence) -> Result<(), String> {
     work_queues_with(e, code)
 }
 
-/// A guest took our VT-d's structures over (root table and invalidation queue in its own
-/// pages, changed at random) and then scribbled random values over its registers with
+/// The targeted hostile cases `scribble --cases` runs in the guest against the unit it took
+/// over, and the outcome each must report (fault reasons of VT-d 7.1.3, IQERCD.IQEI of 11.4),
+/// as `hostile: <case>: <outcome> … OK`. The same cases as in tests/hostile_guests/.
+const HOSTILE_CASES: [(&str, &str); 10] = [
+    ("baseline", "copy through our tables"),
+    ("fs-loop", "bounded walk"),
+    ("fs-loop-ps", "reason 0x72"),
+    ("context-reserved", "reason 0x42"),
+    ("pasid-entry-reserved", "reason 0x5a"),
+    ("pasid-table-outside-ram", "reason 0x58"),
+    ("fs-table-outside-ram", "reason 0x73"),
+    ("unmapped-iova", "reason 0x71"),
+    ("iq-tail-past-end", "IQE, IQEI 1,"),
+    ("wait-status-outside-ram", "IQE, IQEI 2,"),
+];
+
+/// Every case of `HOSTILE_CASES` reported its outcome and OK, and none failed.
+fn hostile_cases_passed(console: &str) -> Result<(), String> {
+    let lines: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.find("hostile: ").map(|at| l[at..].trim_end()))
+        .collect();
+    let mut missing = Vec::new();
+    for (case, outcome) in HOSTILE_CASES {
+        let want = format!("hostile: {case}: {outcome}");
+        if !lines
+            .iter()
+            .any(|l| l.starts_with(&want) && l.ends_with(" OK"))
+        {
+            missing.push(want);
+        }
+    }
+    ensure!(
+        missing.is_empty() && lines.iter().any(|l| l.contains(" cases, 0 failed")),
+        "hostile cases missing or failed: {missing:?}; the guest said:\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}
+
+/// A guest ran the targeted hostile cases (each with its architected outcome), then took our
+/// VT-d's structures over (root table and invalidation queue in its own pages, changed at
+/// random) and then scribbled random values over its registers with
 /// translation on; whatever became of it, the server served the next QEMU, whose guest used
 /// the IOMMU normally (the `iommu` script passed), and exited 0 on SIGTERM (checked when it
 /// stopped).
 fn survives_scribbling(e: &Evidence) -> Result<(), String> {
     let console = &e.first.console;
+    hostile_cases_passed(console)?;
     ensure!(
         console.contains("scribble: tables: root table set: yes")
             && console.contains("scribble: tables: queue moved: yes")

@@ -14,7 +14,18 @@
  * R rounds of random changes to those pages, each followed by invalidations or
  * by a random descriptor. The unit now walks whatever the program wrote.
  *
- *   scribble RESOURCE_FILE [--writes N] [--seed S] [--tables R]
+ * With --cases ACCEL_RESOURCE_FILE it takes the unit over the same way and runs targeted
+ * cases instead, each checked against the architected outcome read back from the unit's
+ * registers (FSTS, the fault recording registers, IQH, IQERCD) and the accelerator's
+ * DMA_STATUS: a first-stage loop (bounded walk; with PS 0x72), reserved bits in the
+ * context and PASID entries (0x42, 0x5a), the PASID table and the first-stage table
+ * outside RAM (0x58, 0x73), a copy to an unmapped IOVA (TRANSLATION, 0x71), the queue tail
+ * past the queue's end (IQE, IQEI 1) and a wait status address outside RAM (IQE, IQEI 2),
+ * each followed by the recovery a driver makes. The accelerator's plain engine (its BAR0
+ * through ACCEL_RESOURCE_FILE) makes the requests. One line per case:
+ * "hostile: <case>: <outcome> OK" or "hostile: <case>: FAIL: <what was seen>".
+ *
+ *   scribble RESOURCE_FILE [--writes N] [--seed S] [--tables R] [--cases ACCEL_RESOURCE_FILE]
  *
  * Needs iomem=relaxed on the kernel command line when a driver claimed the
  * range (intel-iommu does, for dmar0).
@@ -22,31 +33,58 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <time.h>
 #include <unistd.h>
 
 static uint64_t state;
 
 /* VT-d registers (VT-d 11.4) and the bits used here. */
+#define CAP 0x08
 #define GCMD 0x18
 #define GSTS 0x1c
 #define RTADDR 0x20
 #define FSTS 0x34
+#define FECTL 0x38
 #define IQH 0x80
 #define IQT 0x88
 #define IQA 0x90
+#define IQERCD 0xb0
 #define GCMD_SRTP (1u << 30)
 #define GCMD_QIE (1u << 26)
 #define GSTS_TES (1u << 31)
+#define GSTS_RTPS (1u << 30)
 #define GSTS_QIES (1u << 26)
+#define FSTS_PFO (1u << 0)
+#define FSTS_PPF (1u << 1)
 #define FSTS_IQE (1u << 4)
+#define FSTS_ICE (1u << 5)
+#define FSTS_ITE (1u << 6)
+#define FSTS_ERRORS (FSTS_PFO | FSTS_IQE | FSTS_ICE | FSTS_ITE) /* RW1C */
+#define FECTL_IM (1u << 31)
+#define IQERCD_IQEI(v) ((unsigned)((v) & 0xf))
 #define RTADDR_TTM_SCALABLE (1ull << 10)
 #define IQA_DW_256 (1ull << 11)
+/* CAP.FRO (bits 33:24, in 16-byte units) and CAP.NFR (bits 47:40, count - 1): where the
+ * fault recording registers are and how many. */
+#define CAP_FRO(c) ((size_t)(((c) >> 24) & 0x3ff) * 16)
+#define CAP_NFR(c) ((unsigned)(((c) >> 40) & 0xff) + 1)
+/* A fault recording register (VT-d 11.4.14), upper quadword: SID 79:64, PP 95, FR 103:96,
+ * T 126 (1 read, 0 write), F 127 (RW1C); lower quadword: FI, the page address, 63:12. */
+#define FRCD_BYTES 16
+#define FRCD_SID(hi) ((unsigned)((hi) & 0xffff))
+#define FRCD_PP(hi) ((unsigned)((hi) >> 31) & 1)
+#define FRCD_FR(hi) ((unsigned)((hi) >> 32) & 0xff)
+#define FRCD_T(hi) ((unsigned)((hi) >> 62) & 1)
+#define FRCD_F (1ull << 63)
+#define FRCD_FI(lo) ((uint64_t)(lo) & ~(uint64_t)0xfff)
 
 /* Structure entries (VT-d 9.1, 9.4, 9.5, 9.6) and page-table bits (x86 format). */
 #define PRESENT 1ull
@@ -55,17 +93,28 @@ static uint64_t state;
 #define PASID_AW_48 (2ull << 2)
 #define PASID_PGTT_FS (1ull << 6)
 #define PTE_TABLE 0x67ull /* P, RW, US, A, D */
+#define PTE_BYTES 8
+#define PTE_PS (1ull << 7) /* a large page: reserved in the top level (PML4) */
+/* A bit no address width reaches (MGAW is 48): reserved in every pointer field. */
+#define ABOVE_WIDTH (1ull << 62)
 
 /* Invalidation descriptors (VT-d 6.5.2): type, granularity, wait status write. */
 #define DESC_BYTES 32
+#define QUEUE_SLOTS (PAGE / DESC_BYTES) /* IQA.QS 0: one 4 KiB page */
 #define CC_GLOBAL (0x1ull | (1ull << 4))
 #define IOTLB_GLOBAL (0x2ull | (1ull << 4))
 #define PC_ALL (0x7ull | (3ull << 4))
-#define WAIT_SW (0x5ull | (1ull << 5))
+#define WAIT 0x5ull
+#define WAIT_SW (WAIT | (1ull << 5))
 #define WAIT_DONE 0x2ull
 
 #define PAGE 4096
-enum { ROOT, CONTEXT, PASID_DIR, PASID_TABLE, FS_TABLE, QUEUE, STATUS, PAGES };
+/* Our pages: the unit's structures, then (for --cases) a well-formed 4-level first-stage
+ * tree mapping IOVA_SRC and IOVA_DST onto two data pages. */
+enum {
+	ROOT, CONTEXT, PASID_DIR, PASID_TABLE, FS_TABLE, QUEUE, STATUS,
+	FS_TOP, FS_L3, FS_L2, FS_L1, SRC, DST, PAGES
+};
 
 /* xorshift64*: deterministic for a seed, so a run can be replayed. */
 static uint64_t next(void)
@@ -105,7 +154,7 @@ static uint64_t phys(int pagemap, void *page)
 /* Writes the 256-bit descriptor d at *tail of our queue and advances the tail. */
 static void queue_desc(uint64_t *queue, unsigned *tail, const uint64_t d[4])
 {
-	memcpy(queue + (*tail % (PAGE / DESC_BYTES)) * 4, d, DESC_BYTES);
+	memcpy(queue + (*tail % QUEUE_SLOTS) * 4, d, DESC_BYTES);
 	(*tail)++;
 }
 
@@ -121,7 +170,54 @@ static void invalidate_all(uint64_t *queue, unsigned *tail, uint64_t status_pa)
 	queue_desc(queue, tail, wait);
 }
 
-static int tables(unsigned long rounds)
+/* The unit taken over: our pages, their physical addresses, the tail of our queue. */
+struct unit {
+	uint64_t pa[PAGES];
+	uint64_t *page[PAGES];
+	unsigned tail;
+};
+
+/* Every root entry (both halves), context entry, PASID directory entry and PASID entry
+ * leads to the first-stage table at top, so whichever device the unit translates, with
+ * or without PASID, walks it. */
+static void build(struct unit *u, uint64_t top)
+{
+	for (int i = 0; i < PAGE / 8; i++) {
+		u->page[ROOT][i] = u->pa[CONTEXT] | PRESENT;
+		u->page[PASID_DIR][i] = u->pa[PASID_TABLE] | PRESENT;
+	}
+	for (int i = 0; i < PAGE / 32; i++) {
+		uint64_t *ctx = u->page[CONTEXT] + i * 4;
+		ctx[0] = u->pa[PASID_DIR] | CTX_PDTS(0) | CTX_PASIDE | PRESENT;
+		ctx[1] = 0; /* RID_PASID 0 */
+		ctx[2] = ctx[3] = 0;
+	}
+	for (int i = 0; i < PAGE / 64; i++) {
+		uint64_t *pe = u->page[PASID_TABLE] + i * 8;
+		memset(pe, 0, 64);
+		pe[0] = PASID_PGTT_FS | PASID_AW_48 | PRESENT;
+		pe[1] = 1; /* domain 1 */
+		pe[2] = top;
+	}
+}
+
+/* Queues the invalidations after a change, with a wait writing WAIT_DONE into our status
+ * page, moves the tail and waits (bounded) for the status: whether it came. */
+static int sync_unit(struct unit *u)
+{
+	volatile uint32_t *status = (volatile uint32_t *)u->page[STATUS];
+
+	*status = 0;
+	invalidate_all(u->page[QUEUE], &u->tail, u->pa[STATUS]);
+	wr64(IQT, (uint64_t)(u->tail % QUEUE_SLOTS) * DESC_BYTES);
+	for (int i = 0; i < 2000 && *status != WAIT_DONE; i++)
+		usleep(50);
+	return *status == WAIT_DONE;
+}
+
+/* Takes the unit's structures over: our pages, the chain of build() ending at a first-stage
+ * table looping on itself, the root table pointer and the invalidation queue moved there. */
+static int take_over(struct unit *u)
 {
 	int pagemap = open("/proc/self/pagemap", O_RDONLY);
 	uint8_t *mem = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
@@ -130,56 +226,49 @@ static int tables(unsigned long rounds)
 		fprintf(stderr, "scribble: tables: no pagemap or no memory: %s\n", strerror(errno));
 		return 1;
 	}
-	uint64_t pa[PAGES];
-	uint64_t *page[PAGES];
 	for (int i = 0; i < PAGES; i++) {
-		page[i] = (uint64_t *)(mem + i * PAGE);
-		page[i][0] = 0; /* touch: populated and locked already, but be sure */
-		pa[i] = phys(pagemap, page[i]);
-		if (!pa[i]) {
+		u->page[i] = (uint64_t *)(mem + i * PAGE);
+		u->page[i][0] = 0; /* touch: populated and locked already, but be sure */
+		u->pa[i] = phys(pagemap, u->page[i]);
+		if (!u->pa[i]) {
 			fprintf(stderr, "scribble: tables: no physical address for page %d\n", i);
 			return 1;
 		}
 	}
-	/* Every root entry (both halves) and every context entry lead to the same chain, so
-	 * whichever device the unit translates walks it. */
-	for (int i = 0; i < PAGE / 8; i++) {
-		page[ROOT][i] = pa[CONTEXT] | PRESENT;
-		page[PASID_DIR][i] = pa[PASID_TABLE] | PRESENT;
-		page[FS_TABLE][i] = pa[FS_TABLE] | PTE_TABLE; /* a loop */
-	}
-	for (int i = 0; i < PAGE / 32; i++) {
-		uint64_t *ctx = page[CONTEXT] + i * 4;
-		ctx[0] = pa[PASID_DIR] | CTX_PDTS(0) | CTX_PASIDE | PRESENT;
-		ctx[1] = 0; /* RID_PASID 0 */
-		ctx[2] = ctx[3] = 0;
-	}
-	for (int i = 0; i < PAGE / 64; i++) {
-		uint64_t *pe = page[PASID_TABLE] + i * 8;
-		memset(pe, 0, 64);
-		pe[0] = PASID_PGTT_FS | PASID_AW_48 | PRESENT;
-		pe[1] = 1; /* domain 1 */
-		pe[2] = pa[FS_TABLE];
-	}
+	close(pagemap);
+	for (int i = 0; i < PAGE / 8; i++)
+		u->page[FS_TABLE][i] = u->pa[FS_TABLE] | PTE_TABLE; /* a loop */
+	build(u, u->pa[FS_TABLE]);
 	uint32_t keep = rd32(GSTS) & (GSTS_TES | GSTS_QIES);
 	printf("scribble: tables: root 0x%" PRIx64 " context 0x%" PRIx64 " PASID dir 0x%" PRIx64
 	       " table 0x%" PRIx64 " first stage 0x%" PRIx64 " queue 0x%" PRIx64 ", GSTS 0x%x\n",
-	       pa[ROOT], pa[CONTEXT], pa[PASID_DIR], pa[PASID_TABLE], pa[FS_TABLE], pa[QUEUE], keep);
+	       u->pa[ROOT], u->pa[CONTEXT], u->pa[PASID_DIR], u->pa[PASID_TABLE],
+	       u->pa[FS_TABLE], u->pa[QUEUE], keep);
 	fflush(stdout);
-	wr64(RTADDR, pa[ROOT] | RTADDR_TTM_SCALABLE);
+	wr64(RTADDR, u->pa[ROOT] | RTADDR_TTM_SCALABLE);
 	wr32(GCMD, keep | GCMD_SRTP);
-	printf("scribble: tables: root table set: %s\n", wait_gsts(1u << 30, 1u << 30) ? "yes" : "no");
+	printf("scribble: tables: root table set: %s\n",
+	       wait_gsts(GSTS_RTPS, GSTS_RTPS) ? "yes" : "no");
 	/* The queue: off, moved into our page (IQH restarts at 0), on again. */
 	wr32(GCMD, keep & ~GCMD_QIE);
 	wait_gsts(GSTS_QIES, 0);
 	wr64(IQT, 0);
-	wr64(IQA, pa[QUEUE] | IQA_DW_256);
+	wr64(IQA, u->pa[QUEUE] | IQA_DW_256);
 	wr32(GCMD, keep | GCMD_QIE);
-	printf("scribble: tables: queue moved: %s\n", wait_gsts(GSTS_QIES, GSTS_QIES) ? "yes" : "no");
+	printf("scribble: tables: queue moved: %s\n",
+	       wait_gsts(GSTS_QIES, GSTS_QIES) ? "yes" : "no");
 	fflush(stdout);
-	volatile uint32_t *status = (volatile uint32_t *)page[STATUS];
-	unsigned tail = 0;
+	u->tail = 0;
+	return 0;
+}
+
+static int tables(unsigned long rounds)
+{
+	struct unit u;
 	unsigned long done = 0, stopped = 0;
+
+	if (take_over(&u))
+		return 1;
 	for (unsigned long n = 0; n <= rounds; n++) {
 		if (n > 0) {
 			/* One random change to one of the structures (or a random queue slot). */
@@ -187,29 +276,24 @@ static int tables(unsigned long rounds)
 			int which = (int)(r % (FS_TABLE + 1));
 			size_t q = (size_t)(r >> 8) % (PAGE / 8);
 			if (r & (1 << 6))
-				page[which][q] ^= 1ull << (value % 64);
+				u.page[which][q] ^= 1ull << (value % 64);
 			else
-				page[which][q] = value;
+				u.page[which][q] = value;
 			printf("scribble: table %d +0x%zx = %#" PRIx64 "\n", which, q * 8,
-			       page[which][q]);
+			       u.page[which][q]);
 		}
 		if (n % 4 == 3) {
 			const uint64_t junk[4] = {next(), next(), next(), next()};
-			queue_desc(page[QUEUE], &tail, junk);
+			queue_desc(u.page[QUEUE], &u.tail, junk);
 		}
-		*status = 0;
-		invalidate_all(page[QUEUE], &tail, pa[STATUS]);
-		wr64(IQT, (uint64_t)(tail % (PAGE / DESC_BYTES)) * DESC_BYTES);
-		for (int i = 0; i < 2000 && *status != WAIT_DONE; i++)
-			usleep(50);
-		if (*status == WAIT_DONE)
+		if (sync_unit(&u))
 			done++;
 		if (rd32(FSTS) & FSTS_IQE) {
 			/* What Linux's qi_check_fault does: the bad descriptor becomes a wait
 			 * without status write, IQE cleared; the queue runs on from there. */
-			const uint64_t nop[4] = {0x5};
+			const uint64_t nop[4] = {WAIT};
 			unsigned at = (unsigned)(rd64(IQH) / DESC_BYTES);
-			queue_desc(page[QUEUE], &at, nop);
+			queue_desc(u.page[QUEUE], &at, nop);
 			wr32(FSTS, FSTS_IQE);
 			stopped++;
 		}
@@ -220,14 +304,400 @@ static int tables(unsigned long rounds)
 	return 0;
 }
 
+/* --cases: targeted hostile cases against the unit taken over, each checked against the
+ * architected outcome read back from the unit's registers and the accelerator's status.
+ * The accelerator's plain engine (its BAR0, mapped like the unit's) makes the requests:
+ * without PASID, so they walk RID_PASID's entry (PASID 0) of our tables. */
+
+/* The accelerator's plain engine (devices/accel/README.md, BAR0). */
+#define ACCEL_DMA_SRC 0x010
+#define ACCEL_DMA_DST 0x018
+#define ACCEL_DMA_LEN 0x020
+#define ACCEL_DMA_CMD 0x024
+#define ACCEL_DMA_STATUS 0x028
+#define ACCEL_DMA_DONE 0x02c
+#define ACCEL_CMD_START 1u
+#define ACCEL_STATE(st) ((st) & 3u)
+#define ACCEL_STATE_DONE 2u
+#define ACCEL_STATE_ERROR 3u
+#define ACCEL_CODE(st) (((st) >> 8) & 0xffu)
+#define ACCEL_CODE_TRANSLATION 5u
+
+/* Scalable-mode fault reasons (VT-d 7.1.3), as tests/hostile_guests expects them. */
+#define FR_CONTEXT_RESERVED 0x42 /* SCT.3 */
+#define FR_PASID_TABLE_ACCESS 0x58 /* SPT.1: the PASID table could not be read */
+#define FR_PASID_ENTRY_RESERVED 0x5a /* SPT.3 */
+#define FR_FS_NOT_PRESENT 0x71 /* SFS.2 */
+#define FR_FS_RESERVED 0x72 /* SFS.3 */
+#define FR_FS_ROOT_ACCESS 0x73 /* SFS.4: FSPTPTR could not be read */
+
+/* IQERCD.IQEI (VT-d 11.4.9.5). */
+#define IQEI_TAIL 1 /* invalid tail pointer */
+#define IQEI_FETCH 2 /* descriptor fetch or status write failed */
+
+/* Far above the guest's RAM (the harness gives 512 MiB; none is mapped up here) and inside
+ * the unit's 48-bit address width, so it is not a reserved-bit case but a missing one. */
+#define OUTSIDE_RAM (1ull << 40)
+#define FOUR_GIB (4ull << 30)
+/* Our tree maps IOVA_SRC and IOVA_DST; IOVA_UNMAPPED is a leaf entry left clear. */
+#define IOVA_SRC 0x1000ull
+#define IOVA_DST 0x2000ull
+#define IOVA_UNMAPPED 0x3000ull
+/* Each case reads from its own never-translated IOVA (a top-level slot of its own): the
+ * device's ATC, when ATS is on, holds nothing for it that a previous case left. */
+#define CASE_IOVA(n) ((uint64_t)(n) << 39)
+#define COPY_BYTES 256u
+#define POLLS 20000 /* 50 us each: a second */
+#define POLL_US 50
+/* The unit records a fault the host's walk reported on the front end's own thread, so the
+ * record may come after the device's status: after the first record (or none expected)
+ * we wait this long more before counting, so that a late extra one is counted too. */
+#define SETTLE_US 50000
+
+static volatile uint8_t *accel;
+static unsigned accel_sid;
+static unsigned cases_run, cases_failed;
+static size_t frcd_base;
+static unsigned frcd_count;
+
+static uint32_t accel_rd32(size_t off) { return *(volatile uint32_t *)(accel + off); }
+static void accel_wr32(size_t off, uint32_t v) { *(volatile uint32_t *)(accel + off) = v; }
+static void accel_wr64(size_t off, uint64_t v) { *(volatile uint64_t *)(accel + off) = v; }
+
+/* Runs one copy on the plain engine and waits (bounded) until it completed: DMA_STATUS. */
+static uint32_t copy(uint64_t src, uint64_t dst, uint32_t len)
+{
+	uint32_t before = accel_rd32(ACCEL_DMA_DONE);
+
+	accel_wr64(ACCEL_DMA_SRC, src);
+	accel_wr64(ACCEL_DMA_DST, dst);
+	accel_wr32(ACCEL_DMA_LEN, len);
+	accel_wr32(ACCEL_DMA_CMD, ACCEL_CMD_START);
+	/* DMA_DONE counts jobs ended (done or error): a stale DONE state cannot fool us. */
+	for (int i = 0; i < POLLS && accel_rd32(ACCEL_DMA_DONE) == before; i++)
+		usleep(POLL_US);
+	return accel_rd32(ACCEL_DMA_STATUS);
+}
+
+/* The fault records with F set: how many, and the first of them in *lo, *hi. */
+static unsigned faults(uint64_t *lo, uint64_t *hi)
+{
+	unsigned n = 0;
+
+	*lo = *hi = 0;
+	for (unsigned i = 0; i < frcd_count; i++) {
+		uint64_t h = rd64(frcd_base + i * FRCD_BYTES + 8);
+		if (!(h & FRCD_F))
+			continue;
+		if (!n++) {
+			*hi = h;
+			*lo = rd64(frcd_base + i * FRCD_BYTES);
+		}
+	}
+	return n;
+}
+
+/* The fault records after a copy: waits (bounded) until there are want of them, then
+ * SETTLE_US more; how many there are then (the first in *lo, *hi), and in *us how long the
+ * first took to appear (in polls of POLL_US). */
+static unsigned await_faults(unsigned want, uint64_t *lo, uint64_t *hi, unsigned *us)
+{
+	int i = 0;
+
+	for (; i < POLLS && faults(lo, hi) < want; i++)
+		usleep(POLL_US);
+	*us = (unsigned)(i * POLL_US);
+	usleep(SETTLE_US);
+	return faults(lo, hi);
+}
+
+/* Clears every fault record (F is RW1C) and the error bits of FSTS. */
+static void clear_faults(void)
+{
+	for (unsigned i = 0; i < frcd_count; i++)
+		wr64(frcd_base + i * FRCD_BYTES + 8, FRCD_F);
+	wr32(FSTS, FSTS_ERRORS);
+}
+
+static void result(const char *name, int ok, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Prints "hostile: NAME: <what> OK" or "hostile: NAME: FAIL: <what>" and counts it. */
+static void result(const char *name, int ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	cases_run++;
+	cases_failed += !ok;
+	printf("hostile: %s: %s", name, ok ? "" : "FAIL: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("%s\n", ok ? " OK" : "");
+	fflush(stdout);
+}
+
+/* Well-formed structures leading to our tree at FS_TOP (or to the first-stage table top). */
+static void reset(struct unit *u, uint64_t top)
+{
+	build(u, top);
+	memset(u->page[FS_TOP], 0, PAGE);
+	memset(u->page[FS_L3], 0, PAGE);
+	memset(u->page[FS_L2], 0, PAGE);
+	memset(u->page[FS_L1], 0, PAGE);
+	u->page[FS_TOP][0] = u->pa[FS_L3] | PTE_TABLE;
+	u->page[FS_L3][0] = u->pa[FS_L2] | PTE_TABLE;
+	u->page[FS_L2][0] = u->pa[FS_L1] | PTE_TABLE;
+	u->page[FS_L1][IOVA_SRC / PAGE] = u->pa[SRC] | PTE_TABLE;
+	u->page[FS_L1][IOVA_DST / PAGE] = u->pa[DST] | PTE_TABLE;
+}
+
+/* After the caller broke the structures: invalidate, start from no fault, copy from src to
+ * dst; the copy must end in TRANSLATION with exactly one fault record: reason, our
+ * accelerator's source-id, the faulting page addr, no PASID, and the access (write or read). */
+static void expect_fault(struct unit *u, const char *name, uint64_t src, uint64_t dst,
+			 unsigned reason, uint64_t addr, int write)
+{
+	uint64_t lo, hi;
+	unsigned us;
+
+	if (!sync_unit(u)) {
+		result(name, 0, "the invalidation wait did not complete");
+		return;
+	}
+	clear_faults();
+	uint32_t st = copy(src, dst, COPY_BYTES);
+	unsigned n = await_faults(1, &lo, &hi, &us);
+	int ok = ACCEL_STATE(st) == ACCEL_STATE_ERROR && ACCEL_CODE(st) == ACCEL_CODE_TRANSLATION &&
+		 n == 1 && FRCD_FR(hi) == reason && FRCD_SID(hi) == accel_sid &&
+		 FRCD_FI(lo) == addr && !FRCD_PP(hi) && FRCD_T(hi) == !write;
+	if (ok)
+		result(name, 1, "reason 0x%02x (source-id 0x%04x, address 0x%" PRIx64 ", %s; "
+		       "recorded after %u us of polling)", reason, accel_sid, addr,
+		       write ? "write" : "read", us);
+	else
+		result(name, 0, "DMA_STATUS 0x%x, %u records, first: reason 0x%02x source-id 0x%04x "
+		       "address 0x%" PRIx64 " PP %u T %u; want error code %u, 1 record: reason "
+		       "0x%02x source-id 0x%04x address 0x%" PRIx64 " PP 0 T %d",
+		       st, n, FRCD_FR(hi), FRCD_SID(hi), FRCD_FI(lo), FRCD_PP(hi), FRCD_T(hi),
+		       ACCEL_CODE_TRANSLATION, reason, accel_sid, addr, !write);
+	clear_faults();
+}
+
+/* A copy through well-formed tables of ours: the bytes must land in our DST page. Proves
+ * the unit walks what we wrote, so that the faults below are ours. */
+static void case_baseline(struct unit *u)
+{
+	uint64_t lo, hi;
+	unsigned us;
+	uint8_t *src = (uint8_t *)u->page[SRC], *dst = (uint8_t *)u->page[DST];
+
+	reset(u, u->pa[FS_TOP]);
+	for (unsigned i = 0; i < COPY_BYTES; i++)
+		src[i] = (uint8_t)next();
+	memset(dst, 0, COPY_BYTES);
+	int synced = sync_unit(u);
+	clear_faults();
+	uint32_t st = copy(IOVA_SRC, IOVA_DST, COPY_BYTES);
+	unsigned n = await_faults(0, &lo, &hi, &us);
+	int same = !memcmp(src, dst, COPY_BYTES);
+	result("baseline", synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && same && !n,
+	       "copy through our tables: invalidation wait %s, DMA_STATUS 0x%x, bytes %s, %u "
+	       "fault records", synced ? "done" : "lost", st, same ? "copied" : "wrong", n);
+}
+
+/* A first-stage table whose entries all point at itself: the walk takes its four steps and
+ * ends on the table page (a recursive map, legal); the copy within it changes nothing,
+ * since every entry holds the same value. With PS set the top level may not map a page:
+ * reserved, 0x72. */
+static void case_loops(struct unit *u, unsigned n)
+{
+	uint64_t lo, hi;
+	unsigned us;
+	uint64_t loop = u->pa[FS_TABLE] | PTE_TABLE;
+
+	reset(u, u->pa[FS_TABLE]);
+	for (int i = 0; i < PAGE / 8; i++)
+		u->page[FS_TABLE][i] = loop;
+	int synced = sync_unit(u);
+	clear_faults();
+	/* One entry of the table copied onto another (entry 2 onto the middle one). */
+	uint32_t st = copy(CASE_IOVA(n) + 2 * PTE_BYTES, CASE_IOVA(n) + PAGE / 2, PTE_BYTES);
+	unsigned records = await_faults(0, &lo, &hi, &us);
+	int intact = 1;
+	for (int i = 0; i < PAGE / 8; i++)
+		intact &= u->page[FS_TABLE][i] == loop;
+	result("fs-loop", synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && !records && intact,
+	       "bounded walk: DMA_STATUS 0x%x, %u fault records, table %s", st, records,
+	       intact ? "intact" : "changed");
+
+	for (int i = 0; i < PAGE / 8; i++)
+		u->page[FS_TABLE][i] = loop | PTE_PS;
+	expect_fault(u, "fs-loop-ps", CASE_IOVA(n + 1), IOVA_DST, FR_FS_RESERVED,
+		     CASE_IOVA(n + 1), 0);
+}
+
+/* The queue's tail written past its end (QS 0: one page): IQE with IQEI 1 and IQH where it
+ * was; then the tail set right and IQE cleared: a wait queued there completes. */
+static void case_tail_past_end(struct unit *u)
+{
+	volatile uint32_t *status = (volatile uint32_t *)u->page[STATUS];
+	const uint64_t wait[4] = {WAIT_SW | (WAIT_DONE << 32), u->pa[STATUS]};
+
+	if (!sync_unit(u)) {
+		result("iq-tail-past-end", 0, "the invalidation wait did not complete");
+		return;
+	}
+	clear_faults();
+	uint64_t head = rd64(IQH);
+	wr64(IQT, PAGE); /* the first byte past the queue */
+	for (int i = 0; i < POLLS && !(rd32(FSTS) & FSTS_IQE); i++)
+		usleep(POLL_US);
+	uint32_t fsts = rd32(FSTS);
+	unsigned iqei = IQERCD_IQEI(rd64(IQERCD));
+	uint64_t head_after = rd64(IQH);
+	/* Recovery: a wait at the head, the tail after it, then IQE cleared. */
+	*status = 0;
+	queue_desc(u->page[QUEUE], &u->tail, wait);
+	wr64(IQT, (uint64_t)(u->tail % QUEUE_SLOTS) * DESC_BYTES);
+	wr32(FSTS, FSTS_IQE);
+	for (int i = 0; i < POLLS && *status != WAIT_DONE; i++)
+		usleep(POLL_US);
+	int ok = (fsts & FSTS_IQE) && iqei == IQEI_TAIL && head_after == head &&
+		 *status == WAIT_DONE && !(rd32(FSTS) & FSTS_IQE);
+	result("iq-tail-past-end", ok, "IQE, IQEI %u, IQH 0x%" PRIx64 " -> 0x%" PRIx64
+	       ", recovered: %s", iqei, head, head_after, *status == WAIT_DONE ? "yes" : "no");
+	clear_faults();
+}
+
+/* A wait descriptor whose status address is outside RAM: IQE with IQEI 2, IQH on it. Then
+ * what Linux does (qi_check_fault): the descriptor turned into a wait without status write,
+ * IQE cleared; the queue runs on and a good wait after it completes. */
+static void case_wait_outside_ram(struct unit *u)
+{
+	volatile uint32_t *status = (volatile uint32_t *)u->page[STATUS];
+	const uint64_t bad[4] = {WAIT_SW | (WAIT_DONE << 32), OUTSIDE_RAM};
+	const uint64_t nop[4] = {WAIT};
+	const uint64_t good[4] = {WAIT_SW | (WAIT_DONE << 32), u->pa[STATUS]};
+
+	if (!sync_unit(u)) {
+		result("wait-status-outside-ram", 0, "the invalidation wait did not complete");
+		return;
+	}
+	clear_faults();
+	unsigned at = u->tail;
+	uint64_t bad_offset = (uint64_t)(at % QUEUE_SLOTS) * DESC_BYTES;
+	queue_desc(u->page[QUEUE], &u->tail, bad);
+	wr64(IQT, (uint64_t)(u->tail % QUEUE_SLOTS) * DESC_BYTES);
+	for (int i = 0; i < POLLS && !(rd32(FSTS) & FSTS_IQE); i++)
+		usleep(POLL_US);
+	uint32_t fsts = rd32(FSTS);
+	unsigned iqei = IQERCD_IQEI(rd64(IQERCD));
+	uint64_t head = rd64(IQH);
+	*status = 0;
+	queue_desc(u->page[QUEUE], &at, nop);
+	queue_desc(u->page[QUEUE], &u->tail, good);
+	wr64(IQT, (uint64_t)(u->tail % QUEUE_SLOTS) * DESC_BYTES);
+	wr32(FSTS, FSTS_IQE);
+	for (int i = 0; i < POLLS && *status != WAIT_DONE; i++)
+		usleep(POLL_US);
+	int ok = (fsts & FSTS_IQE) && iqei == IQEI_FETCH && head == bad_offset &&
+		 *status == WAIT_DONE && !(rd32(FSTS) & FSTS_IQE);
+	result("wait-status-outside-ram", ok, "IQE, IQEI %u, IQH 0x%" PRIx64 " (the wait at 0x%"
+	       PRIx64 "), recovered: %s", iqei, head, bad_offset,
+	       *status == WAIT_DONE ? "yes" : "no");
+	clear_faults();
+}
+
+static int cases(const char *accel_resource)
+{
+	struct unit u;
+	unsigned bus, dev, fn;
+	const char *bdf = strstr(accel_resource, "0000:");
+	struct sysinfo si;
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!bdf || sscanf(bdf, "0000:%x:%x.%x", &bus, &dev, &fn) != 3) {
+		fprintf(stderr, "scribble: cases: no PCI address in %s\n", accel_resource);
+		return 1;
+	}
+	accel_sid = bus << 8 | dev << 3 | fn;
+	/* RAM above the 4 GiB boundary starts there at the latest: all of it ends below. */
+	if (sysinfo(&si) || (uint64_t)si.totalram * si.mem_unit + FOUR_GIB >= OUTSIDE_RAM) {
+		fprintf(stderr, "scribble: cases: RAM may reach 0x%llx\n", OUTSIDE_RAM);
+		return 1;
+	}
+	int fd = open(accel_resource, O_RDWR | O_SYNC);
+	accel = fd < 0 ? MAP_FAILED : mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (accel == MAP_FAILED) {
+		fprintf(stderr, "scribble: cases: %s: %s\n", accel_resource, strerror(errno));
+		return 1;
+	}
+	uint64_t cap = rd64(CAP);
+	frcd_base = CAP_FRO(cap);
+	frcd_count = CAP_NFR(cap);
+	/* The fault event masked while we run: the guest's intel-iommu fault handler would
+	 * otherwise read and clear the records we are about to check. */
+	uint32_t fectl = rd32(FECTL);
+	wr32(FECTL, fectl | FECTL_IM);
+	if (take_over(&u))
+		return 1;
+	clear_faults();
+	case_baseline(&u);
+	case_loops(&u, 1);
+
+	reset(&u, u.pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 32; i++)
+		u.page[CONTEXT][i * 4] |= ABOVE_WIDTH;
+	expect_fault(&u, "context-reserved", CASE_IOVA(3), IOVA_DST, FR_CONTEXT_RESERVED,
+		     CASE_IOVA(3), 0);
+
+	reset(&u, u.pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 64; i++)
+		u.page[PASID_TABLE][i * 8 + 2] |= ABOVE_WIDTH;
+	expect_fault(&u, "pasid-entry-reserved", CASE_IOVA(4), IOVA_DST,
+		     FR_PASID_ENTRY_RESERVED, CASE_IOVA(4), 0);
+
+	reset(&u, u.pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 8; i++)
+		u.page[PASID_DIR][i] = OUTSIDE_RAM | PRESENT;
+	expect_fault(&u, "pasid-table-outside-ram", CASE_IOVA(5), IOVA_DST,
+		     FR_PASID_TABLE_ACCESS, CASE_IOVA(5), 0);
+
+	reset(&u, OUTSIDE_RAM);
+	expect_fault(&u, "fs-table-outside-ram", CASE_IOVA(6), IOVA_DST, FR_FS_ROOT_ACCESS,
+		     CASE_IOVA(6), 0);
+
+	/* The source mapped, the destination a clear leaf: the write faults. */
+	reset(&u, u.pa[FS_TOP]);
+	expect_fault(&u, "unmapped-iova", IOVA_SRC, IOVA_UNMAPPED, FR_FS_NOT_PRESENT,
+		     IOVA_UNMAPPED, 1);
+
+	reset(&u, u.pa[FS_TOP]);
+	case_tail_past_end(&u);
+	case_wait_outside_ram(&u);
+
+	clear_faults();
+	wr32(FECTL, fectl);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("hostile: done, %u cases, %u failed, %.3f s\n", cases_run, cases_failed,
+	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	fflush(stdout);
+	munmap((void *)accel, PAGE);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long writes = 1000;
 	uint64_t seed = 1;
 	unsigned long rounds = 0;
+	const char *accel_resource = NULL;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: scribble RESOURCE_FILE [--writes N] [--seed S]\n");
+		fprintf(stderr, "usage: scribble RESOURCE_FILE [--writes N] [--seed S] [--tables R] "
+				"[--cases ACCEL_RESOURCE_FILE]\n");
 		return 2;
 	}
 	for (int i = 2; i + 1 < argc; i += 2) {
@@ -237,6 +707,8 @@ int main(int argc, char **argv)
 			seed = strtoull(argv[i + 1], NULL, 0);
 		else if (!strcmp(argv[i], "--tables"))
 			rounds = strtoul(argv[i + 1], NULL, 0);
+		else if (!strcmp(argv[i], "--cases"))
+			accel_resource = argv[i + 1];
 	}
 	state = seed ? seed : 1;
 
@@ -259,6 +731,8 @@ int main(int argc, char **argv)
 	printf("scribble: %s, %zu bytes, %lu writes, seed %#" PRIx64 "\n", argv[1], size,
 	       writes, seed);
 	fflush(stdout);
+	if (accel_resource && cases(accel_resource))
+		return 1;
 	if (rounds && tables(rounds))
 		return 1;
 	for (unsigned long n = 0; n < writes; n++) {
