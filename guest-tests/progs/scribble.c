@@ -411,12 +411,15 @@ static unsigned await_faults(unsigned want, uint64_t *lo, uint64_t *hi, unsigned
 	return faults(lo, hi);
 }
 
-/* Clears every fault record (F is RW1C) and the error bits of FSTS. */
+/* Clears every fault record (F is RW1C) and the error bits of FSTS, then reads FSTS back:
+ * MMIO writes are posted, and the accelerator is another function with a socket of its own,
+ * so without the read a clear still in flight could erase the record of the next copy. */
 static void clear_faults(void)
 {
 	for (unsigned i = 0; i < frcd_count; i++)
 		wr64(frcd_base + i * FRCD_BYTES + 8, FRCD_F);
 	wr32(FSTS, FSTS_ERRORS);
+	(void)rd32(FSTS);
 }
 
 static void result(const char *name, int ok, const char *fmt, ...)
