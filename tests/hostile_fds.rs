@@ -273,7 +273,7 @@ fn test_odd_fds_on_every_command_are_refused_or_used_and_never_kept() {
     served_again(&path);
     let rss_after = status_kib("VmRSS");
     eprintln!(
-        "{tried} odd-fd cases over {} fd sets; fds {baseline} before, {} after; \
+        "{tried} odd-fd cases over {} fd sets; fds {idle} before the client, {} after; \
          VmRSS KiB {rss_before} -> {rss_after}",
         sets.len(),
         open_fds()
