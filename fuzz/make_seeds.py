@@ -139,6 +139,50 @@ def vfio_stream_seeds(log):
     write("vfio_stream", "saturated-eventfd", stream([version, dma_map, saturated] + job))
 
 
+# --- remap_stream: the remap unit's function over the same stream --------------------------------
+
+FD_MIXED = 0x20  # fuzz/src/stream.rs: bit 5 mixes fd kinds
+
+
+def remap_stream_seeds(log):
+    session = qemu_session(log)
+    version = session[0]
+    write("remap_stream", "qemu-11.1.3-realize", stream(session[:20]))
+    # Linux bringing the unit up (intel-iommu: dmar_enable_qi, iommu_set_root_entry, the
+    # fault and page request events), over a 1 MiB sealed memfd mapped at 0.
+    dma_map = (1, frame(1, COMMANDS["DMA_MAP"], struct.pack("<IIQQQ", 32, 3, 0, 0, 1 << 20)))
+    bar = lambda i, off, fmt, v, posted=True: region_write(i, 0, off, struct.pack(fmt, v), posted)
+    read = lambda i, off, n: (FD_NONE, frame(i, COMMANDS["REGION_READ"],
+                                             struct.pack("<QII", off, 0, n)))
+    boot = [
+        region_write(2, 7, 0x04, struct.pack("<H", 6)),              # memory + bus master
+        region_write(3, 7, 0x10, struct.pack("<I", 0xfeb00000)),     # BAR0 placed
+        read(4, 0x00, 4), read(5, 0x08, 8), read(6, 0x10, 8),        # VER, CAP, ECAP
+        bar(7, 0x3c, "<I", 0x21), bar(8, 0x40, "<I", 0xfee00000),    # FEDATA, FEADDR
+        bar(9, 0x38, "<I", 0),                                       # FECTL unmasked
+        bar(10, 0x88, "<I", 0), bar(11, 0x90, "<Q", 0x20000 | (1 << 11)),  # IQT, IQA wide
+        bar(12, 0x18, "<I", 1 << 26),                                # GCMD.QIE
+        bar(13, 0x20, "<Q", 0x10000 | (1 << 10)),                    # RTADDR, scalable
+        bar(14, 0x18, "<I", (1 << 26) | (1 << 30)),                  # GCMD.SRTP
+        bar(15, 0xd0, "<Q", 0x30000), bar(16, 0xc0, "<Q", 0),        # PQA, PQH
+        bar(17, 0xe4, "<I", 0x22), bar(18, 0xe8, "<I", 0xfee00000), bar(19, 0xe0, "<I", 0),
+        bar(20, 0x88, "<I", 0x20),                                   # one descriptor (zero)
+        read(21, 0x34, 4), bar(22, 0x34, "<I", 0x10),                # FSTS, clear IQE
+        bar(23, 0x18, "<I", (1 << 26) | (1 << 31)),                  # GCMD.TE
+        read(24, 0x1c, 4),
+    ]
+    write("remap_stream", "linux-bring-up", stream([version, dma_map] + boot))
+    # Mixed fds: SET_IRQS with four fds of four kinds, a DMA_MAP with two.
+    irqs = (FD_MIXED | FD_EVENTFD | (3 << 3),
+            frame(30, COMMANDS["SET_IRQS"], struct.pack("<IIIII", 20, 0x24, 2, 0, 4)))
+    mixed_map = (FD_MIXED | 1 | (1 << 3), dma_map[1])
+    write("remap_stream", "mixed-fds", stream([version, irqs, mixed_map, dma_map] + boot[:12]))
+    write("vfio_stream", "mixed-fds", stream([version, irqs, mixed_map, dma_map]))
+    # The client gone in the middle of a message.
+    cut = stream([version, dma_map] + boot)
+    write("remap_stream", "cut-message", cut[:-5])
+
+
 # --- VT-d remapping unit and vIOMMU: Linux-like queued invalidation ------------------------------
 
 def qi_seed(pages, smts, with_records):
@@ -422,6 +466,7 @@ def accel_svm_seeds():
 if __name__ == "__main__":
     log = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/research/qemu-11.1.3-wire-log.txt"
     vfio_stream_seeds(log)
+    remap_stream_seeds(log)
     vtd_unit_seeds()
     viommu_seeds()
     vtd_walk_seeds()

@@ -2,6 +2,7 @@
 //! in a sealed memfd as QEMU's memfd backend gives it (vfio-user spec, "DMA_MAP").
 
 pub mod accel_rig;
+pub mod stream;
 pub mod svm_guest;
 
 use std::fs::File;

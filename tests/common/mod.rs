@@ -5,6 +5,7 @@ pub mod accel;
 pub mod guarded;
 pub mod ram;
 pub mod socket;
+pub mod wire;
 
 use std::io::{IoSlice, Write};
 use std::mem::MaybeUninit;
