@@ -20,27 +20,22 @@ use common::ram::named_sealed_memfd;
 use common::socket::{
     connect, hang_up, mappings, memfd_mappings, open_fds, start_accel_server, status_kib,
 };
+use common::wire::{
+    dma_map_body, dma_unmap, outcome, post_reg, read_reg, served_again, set_irqs, wait_until,
+    write_reg, BUS_MASTER, MEMORY, PAGE, PCI_COMMAND,
+};
 use common::RawClient;
 use vsvm::devices::accel;
 use vsvm::devices::accel::completion::CompletionRecord;
 use vsvm::devices::accel::descriptor::{Descriptor, DESCRIPTOR_SIZE};
 use vsvm::devices::accel::regs::{offset, wq_offset, DmaCmd, DmaState, DmaStatus, ErrCtl, WqCtrl};
-use vsvm::endpoint::{CONFIG_REGION, MSIX_IRQ_INDEX};
-use vsvm::vfio_user::protocol::{
-    dma_map_flags, header_flags, irq_set_flags, Command, DmaAccess, DmaMap, DmaUnmap, IrqSet,
-    RegionAccess,
-};
-use vsvm::vfio_user::transport::Message;
+use vsvm::endpoint::CONFIG_REGION;
+use vsvm::vfio_user::protocol::{header_flags, Command, DmaAccess};
 use vsvm::vfio_user::{Device, DmaLimits, ServerOptions};
 
 const EINVAL: i32 = 22;
 const EEXIST: i32 = 17;
 const ENOSPC: i32 = 28;
-const PAGE: u64 = 4096;
-/// PCI Command (config space offset 4): memory space, and bus mastering.
-const PCI_COMMAND: u64 = 0x04;
-const MEMORY: u32 = 1 << 1;
-const BUS_MASTER: u32 = 1 << 2;
 /// An eventfd counter one below its maximum: a blocking write of 1 would wait.
 const SATURATED: u64 = u64::MAX - 1;
 /// Work queue 0's register block.
@@ -55,13 +50,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 // --- the wire ---------------------------------------------------------------------------------
 
-fn outcome(reply: &Message) -> Result<(), i32> {
-    match reply.header.is_error() {
-        true => Err(reply.header.error as i32),
-        false => Ok(()),
-    }
-}
-
 /// DMA_MAP of `[address, address + size)`, read-write; with `fd` at offset `fd_offset`.
 fn dma_map(
     c: &mut RawClient,
@@ -73,75 +61,12 @@ fn dma_map(
         Some((fd, offset)) => (vec![fd], offset),
         None => (vec![], 0),
     };
-    let body = DmaMap {
-        argsz: size_of::<DmaMap>() as u32,
-        flags: dma_map_flags::READ | dma_map_flags::WRITE,
-        offset,
-        address,
-        size,
-    };
-    outcome(&c.call_fds(Command::DmaMap, body.as_bytes(), &fds))
-}
-
-fn dma_unmap(c: &mut RawClient, address: u64, size: u64) -> Result<(), i32> {
-    let body = DmaUnmap {
-        argsz: size_of::<DmaUnmap>() as u32,
-        flags: 0,
-        address,
-        size,
-    };
-    outcome(&c.call(Command::DmaUnmap, body.as_bytes()))
-}
-
-fn region_write_body(region: u32, at: u64, value: u32) -> Vec<u8> {
-    let access = RegionAccess {
-        offset: at,
-        region,
-        count: 4,
-    };
-    let mut body = access.as_bytes().to_vec();
-    body.extend_from_slice(&value.to_le_bytes());
-    body
-}
-
-/// A register write the server answers.
-fn write_reg(c: &mut RawClient, region: u32, at: u64, value: u32) {
-    let reply = c.call(Command::RegionWrite, &region_write_body(region, at, value));
-    assert_eq!(outcome(&reply), Ok(()), "write of 0x{at:x}");
-}
-
-/// A posted register write, as QEMU sends BAR writes.
-fn post_reg(c: &mut RawClient, region: u32, at: u64, value: u32) {
-    let body = region_write_body(region, at, value);
-    c.send(
-        Command::RegionWrite as u16,
-        header_flags::NO_REPLY,
-        &body,
-        &[],
-    );
-}
-
-fn read_reg(c: &mut RawClient, region: u32, at: u64) -> u32 {
-    let access = RegionAccess {
-        offset: at,
-        region,
-        count: 4,
-    };
-    let reply = c.call(Command::RegionRead, access.as_bytes());
-    assert_eq!(outcome(&reply), Ok(()), "read of 0x{at:x}");
-    u32::from_le_bytes(reply.body[16..20].try_into().unwrap())
+    outcome(&c.call_fds(Command::DmaMap, &dma_map_body(address, size, offset), &fds))
 }
 
 /// SET_IRQS: `fd` as MSI-X vector `vector`'s interrupt.
 fn set_irq_fd(c: &mut RawClient, vector: u32, fd: BorrowedFd) -> Result<(), i32> {
-    let body = IrqSet {
-        argsz: size_of::<IrqSet>() as u32,
-        flags: irq_set_flags::DATA_EVENTFD | irq_set_flags::ACTION_TRIGGER,
-        index: MSIX_IRQ_INDEX,
-        start: vector,
-        count: 1,
-    };
-    outcome(&c.call_fds(Command::DeviceSetIrqs, body.as_bytes(), &[fd]))
+    set_irqs(c, vector, 1, &[fd])
 }
 
 /// The `max_dma_maps` the server advertises.
@@ -150,14 +75,6 @@ fn negotiate_max_dma_maps(c: &mut RawClient) -> u64 {
     let json = reply.body[4..].strip_suffix(&[0]).unwrap();
     let caps: serde_json::Value = serde_json::from_slice(json).unwrap();
     caps["capabilities"]["max_dma_maps"].as_u64().unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn dma_state(c: &mut RawClient) -> DmaState {
@@ -180,13 +97,6 @@ fn serve_dma_read(c: &mut RawClient, ram: &File, base: u64) {
     let mut bytes = header.as_bytes().to_vec();
     bytes.extend_from_slice(&body);
     c.send_raw(&bytes);
-}
-
-/// A new client is answered (the last one's disconnect is over), and leaves.
-fn served_again(path: &std::path::Path) {
-    let mut next = connect(path);
-    next.negotiate();
-    hang_up(next);
 }
 
 fn read_counter(fd: &OwnedFd) -> u64 {
