@@ -1,8 +1,8 @@
 //! accel operations on translated memory: MEMMOVE, FILL, COMPARE, and the reads and writes of
 //! batch lists and completion records, page by page under the ATS fence, with page faults
 //! resolved as the work queue's fault mode says (block: PRI page request group and retry, PCIe
-//! 6.0 §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into one
-//! `MemView::copy`.
+//! 6.0 §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into
+//! one `MemView::copy`.
 
 use std::sync::atomic::{fence, Ordering};
 
