@@ -59,7 +59,7 @@ pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageR
                 "page request queue full: group {} of {} not queued",
                 req.group, req.device
             );
-            if req.last && !req.is_stop_marker() {
+            if req.wants_response() {
                 endpoint.page_response(PageResponse::to(&req, PageResponseCode::Success));
             }
         }
