@@ -312,10 +312,11 @@ impl<'a> Job<'a> {
         let _fence = svm.ats().fence();
         for step in 0..MAX_GROUP_PAGES as u64 {
             for (r, open) in reach.iter().zip(open.iter_mut()) {
+                // The window starts at the miss's offset in this range (its page; never below
+                // the range's first page) and ends with the range.
                 let at = (r.start + offset.min(r.len)) & !(PAGE_SIZE - 1);
                 let page = at.saturating_add(step * PAGE_SIZE);
-                let end = r.start.saturating_add(r.len);
-                if !*open || page >= end || page < r.start & !(PAGE_SIZE - 1) {
+                if !*open || page >= r.start.saturating_add(r.len) {
                     continue;
                 }
                 let access = self.space.access(r.write);
