@@ -81,15 +81,18 @@ macro_rules! info_limited {
     };
 }
 
-/// `log::log!` at `level`, at most [`BURST`] times per [`WINDOW`] from this call site.
+/// `log::log!` at `level`, at most [`BURST`] times per [`WINDOW`] from this call site. With
+/// `level` off it costs what `log::log!` does: no clock read, no lock.
 macro_rules! log_limited {
     ($level:expr, $($arg:tt)+) => {{
         static LIMIT: $crate::log_limit::RateLimit = $crate::log_limit::RateLimit::new();
-        if let Some(suppressed) = LIMIT.check(::std::time::Instant::now()) {
-            if suppressed > 0 {
-                ::log::log!($level, "({suppressed} similar messages suppressed)");
+        if ::log::log_enabled!($level) {
+            if let Some(suppressed) = LIMIT.check(::std::time::Instant::now()) {
+                if suppressed > 0 {
+                    ::log::log!($level, "({suppressed} similar messages suppressed)");
+                }
+                ::log::log!($level, $($arg)+);
             }
-            ::log::log!($level, $($arg)+);
         }
     }};
 }

@@ -1,8 +1,8 @@
 //! accel operations on translated memory: MEMMOVE, FILL, COMPARE, and the reads and writes of
 //! batch lists and completion records, page by page under the ATS fence, with page faults
 //! resolved as the work queue's fault mode says (block: PRI page request group and retry, PCIe
-//! 6.0 §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into one
-//! `MemView::copy`.
+//! 6.0 §10.4; report: complete with PAGE_FAULT). Physically contiguous pages are coalesced into
+//! one `MemView::copy`.
 
 use std::sync::atomic::{fence, Ordering};
 
@@ -312,10 +312,11 @@ impl<'a> Job<'a> {
         let _fence = svm.ats().fence();
         for step in 0..MAX_GROUP_PAGES as u64 {
             for (r, open) in reach.iter().zip(open.iter_mut()) {
+                // The window starts at the miss's offset in this range (its page; never below
+                // the range's first page) and ends with the range.
                 let at = (r.start + offset.min(r.len)) & !(PAGE_SIZE - 1);
                 let page = at.saturating_add(step * PAGE_SIZE);
-                let end = r.start.saturating_add(r.len);
-                if !*open || page >= end || page < r.start & !(PAGE_SIZE - 1) {
+                if !*open || page >= r.start.saturating_add(r.len) {
                     continue;
                 }
                 let access = self.space.access(r.write);

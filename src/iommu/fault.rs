@@ -30,6 +30,12 @@ impl PageRequest {
     pub const fn is_stop_marker(&self) -> bool {
         self.last && !self.access.read && !self.access.write
     }
+
+    /// Whether this request ends a group that wants one PRG Response (§10.4.2): Last set, and
+    /// not a stop marker.
+    pub const fn wants_response(&self) -> bool {
+        self.last && !self.is_stop_marker()
+    }
 }
 
 /// Response code of a PRG Response Message (§10.4.2.1).

@@ -157,7 +157,7 @@ impl FaultReporter {
             }
             let handler = state.handlers.get(&device).cloned();
             if let (Some(_), IommuFault::PageRequest(req)) = (&handler, &fault) {
-                if req.last && !req.is_stop_marker() {
+                if req.wants_response() {
                     let deadline = Instant::now().checked_add(self.shared.timeout);
                     state.pending.insert(group_key(req), deadline);
                     self.shared.wake.notify_one();
@@ -171,7 +171,7 @@ impl FaultReporter {
                 Ok(())
             }
             (None, IommuFault::PageRequest(req)) => {
-                if req.last && !req.is_stop_marker() {
+                if req.wants_response() {
                     (self.shared.responder)(PageResponse::to(
                         &req,
                         PageResponseCode::InvalidRequest,

@@ -5,8 +5,9 @@
 //!
 //! A Page Request Group is one or more page requests sharing a 9-bit PRG index unique among
 //! outstanding groups, Last set on the final one (§10.4.1). Each request holds one credit of
-//! the Outstanding Page Request Allocation until the group's one PRG Response arrives. The engine thread that faulted blocks in [`Pri::wait`];
-//! responses arrive on whatever thread the IOMMU delivers them ([`Pri::response`]).
+//! the Outstanding Page Request Allocation until the group's one PRG Response arrives. The
+//! engine thread that faulted blocks in [`Pri::wait`]; responses arrive on whatever thread the
+//! IOMMU delivers them ([`Pri::response`]).
 //!
 //! Send no page request while holding an ATS fence: the response may need an invalidation.
 
@@ -343,19 +344,16 @@ impl Pri {
             .saturating_add(1);
         let (group, serial, pages) = self.reserve(pasid, want)?;
         let sent = std::iter::once(&first).chain(more).take(pages as usize);
-        let reqs: Vec<PageRequest> = sent
-            .enumerate()
-            .map(|(i, &(addr, access))| PageRequest {
+        // Unlocked: the IOMMU may answer at once (on Last), calling back into `response`.
+        for (i, &(addr, access)) in sent.enumerate() {
+            let req = PageRequest {
                 device: self.shared.device,
                 pasid,
                 addr: addr & !PAGE_OFFSET_MASK,
                 access: request_access(pasid, access),
                 group,
                 last: i + 1 == pages as usize,
-            })
-            .collect();
-        // Unlocked: the IOMMU may answer at once (on Last), calling back into `response`.
-        for req in reqs {
+            };
             debug!("{}: page request {req:?}", self.shared.device);
             self.shared.iommu.page_request(req);
         }

@@ -110,6 +110,26 @@ struct Pending {
     closed: bool,
 }
 
+impl Pending {
+    /// Registers a posted write at `address` and returns its message ID.
+    fn insert_posted(&mut self, address: u64) -> u16 {
+        let id = free_id(self);
+        self.waiters.insert(id, Waiter::Posted { address });
+        self.posted += 1;
+        id
+    }
+
+    /// Takes the waiter of `msg_id` off the table, keeping the posted count in step (the one
+    /// place it goes down, besides [`DmaPort::close`] clearing the table).
+    fn remove(&mut self, msg_id: u16) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&msg_id);
+        if let Some(Waiter::Posted { .. }) = waiter {
+            self.posted -= 1;
+        }
+        waiter
+    }
+}
+
 struct Inner {
     /// The connection's socket; taken away by [`DmaPort::close`], so that a clone of the port
     /// that outlives the connection does not keep the client's socket open.
@@ -178,9 +198,7 @@ impl DmaPort {
         if data.len() > self.inner.max_xfer {
             return self.write(address, data);
         }
-        if std::thread::current().id() == self.inner.reader || on_reader_thread() {
-            return Err(DmaPortError::WouldDeadlock);
-        }
+        self.check_thread()?;
         let msg_id = {
             let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.closed {
@@ -190,10 +208,7 @@ impl DmaPort {
                 drop(pending);
                 return self.write(address, data);
             }
-            pending.posted += 1;
-            let id = free_id(&mut pending);
-            pending.waiters.insert(id, Waiter::Posted { address });
-            id
+            pending.insert_posted(address)
         };
         debug!("DMA_WRITE 0x{address:x}+0x{:x} (posted)", data.len());
         self.send(msg_id, Command::DmaWrite, address, data.len(), data)
@@ -202,7 +217,7 @@ impl DmaPort {
     /// Hands a reply to the request waiting for it. Returns false for a reply to nothing.
     pub fn complete(&self, reply: Message) -> bool {
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.waiters.remove(&reply.header.msg_id) {
+        match pending.remove(reply.header.msg_id) {
             Some(Waiter::Thread(tx)) => {
                 drop(pending);
                 // The waiter may have timed out and gone; that is not the client's fault.
@@ -210,10 +225,14 @@ impl DmaPort {
                 true
             }
             Some(Waiter::Posted { address }) => {
-                pending.posted -= 1;
-                match check_reply(&reply, address, 0) {
-                    Ok(_) => trace!("DMA_WRITE 0x{address:x} (posted) acknowledged"),
-                    Err(e) if !std::mem::replace(&mut pending.posted_refused, true) => {
+                let result = check_reply(&reply, address, 0).map(|_| ());
+                let first_refusal =
+                    result.is_err() && !std::mem::replace(&mut pending.posted_refused, true);
+                // Logged unlocked: senders of posted writes take the same lock.
+                drop(pending);
+                match result {
+                    Ok(()) => trace!("DMA_WRITE 0x{address:x} (posted) acknowledged"),
+                    Err(e) if first_refusal => {
                         warn!("posted DMA_WRITE: {e} (further refusals at debug level)")
                     }
                     Err(e) => debug!("posted DMA_WRITE: {e}"),
@@ -239,6 +258,15 @@ impl DmaPort {
         self.inner.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Refuses a request from a thread that reads this connection's replies: it would wait
+    /// for a reply only it can read.
+    fn check_thread(&self) -> Result<(), DmaPortError> {
+        if std::thread::current().id() == self.inner.reader || on_reader_thread() {
+            return Err(DmaPortError::WouldDeadlock);
+        }
+        Ok(())
+    }
+
     fn register(&self) -> Result<(u16, Receiver<Message>), DmaPortError> {
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.closed {
@@ -257,9 +285,7 @@ impl DmaPort {
         count: usize,
         data: &[u8],
     ) -> Result<Message, DmaPortError> {
-        if std::thread::current().id() == self.inner.reader || on_reader_thread() {
-            return Err(DmaPortError::WouldDeadlock);
-        }
+        self.check_thread()?;
         let (msg_id, rx) = self.register()?;
         debug!(
             "{} 0x{address:x}+0x{count:x}",
@@ -321,10 +347,11 @@ impl DmaPort {
 
     /// Stops waiting for the reply to `msg_id`.
     fn forget(&self, msg_id: u16) {
-        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Waiter::Posted { .. }) = pending.waiters.remove(&msg_id) {
-            pending.posted -= 1;
-        }
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(msg_id);
     }
 }
 

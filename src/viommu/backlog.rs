@@ -43,8 +43,8 @@ enum Kind {
     Control,
 }
 
-/// Number of [`Kind`]s.
-const KINDS: usize = 9;
+/// Number of [`Kind`]s (`Control` is the last one).
+const KINDS: usize = Kind::Control as usize + 1;
 
 impl Kind {
     fn of(work: &Work) -> Kind {

@@ -55,7 +55,7 @@ fn overflow(shared: &Shared, fault: &IommuFault) {
         IommuFault::PageRequest(req) => {
             shared.regs().regs.update(|prs: Prs| prs.with_pro(true));
             Counters::bump(&shared.stats.page_requests_overflowed);
-            if req.last && !req.is_stop_marker() {
+            if req.wants_response() {
                 let resp = PageResponse::to(req, PageResponseCode::Success);
                 if let Err(e) = shared.iommu.page_response(resp) {
                     debug!("vIOMMU: overflow response to {}: {e}", req.device);
@@ -125,7 +125,7 @@ pub fn page_request(
         } else {
             &counters.page_requests
         });
-        if req.last && !req.is_stop_marker() {
+        if req.wants_response() {
             Counters::bump(&counters.page_groups);
         }
     }

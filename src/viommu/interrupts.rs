@@ -9,6 +9,7 @@ use log::{debug, warn};
 
 use super::stats::Counters;
 use crate::vtd::sink::VtdInterrupt;
+use crate::vtd::translate::INTERRUPT_RANGE;
 
 /// Sends interrupt messages on behalf of the front end.
 pub trait InterruptPort: Send + Sync {
@@ -24,14 +25,12 @@ static DROPPED_BEFORE: AtomicBool = AtomicBool::new(false);
 /// Whether a message to an address outside the interrupt range was already dropped.
 static MISADDRESSED_BEFORE: AtomicBool = AtomicBool::new(false);
 
-/// The x86 interrupt address range (VT-d spec 5.1: FEEx_xxxxh): the unit's event address
-/// registers must name it. Anything else would make the unit a DMA engine the guest aims at its
-/// own RAM or at device MMIO through the client, bypassing every translation.
-const INTERRUPT_RANGE: std::ops::Range<u64> = 0xfee0_0000..0xfef0_0000;
-
 /// Sends `irqs` in order through `port`, counting what went and what could not.
 pub fn deliver(port: &dyn InterruptPort, irqs: &[VtdInterrupt], counters: &Counters) {
     for irq in irqs {
+        // The unit's event address registers must name the interrupt range (VT-d spec 5.1:
+        // FEEx_xxxxh). Anything else would make the unit a DMA engine the guest aims at its own
+        // RAM or at device MMIO through the client, bypassing every translation.
         if !INTERRUPT_RANGE.contains(&irq.addr) {
             counters.interrupts_dropped.fetch_add(1, Ordering::Relaxed);
             if !MISADDRESSED_BEFORE.swap(true, Ordering::Relaxed) {

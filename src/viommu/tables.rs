@@ -174,26 +174,12 @@ impl Tables<'_> {
             return Ok(None);
         }
         let root = self.root()?;
-        let context = self.context(root, source)?;
-        let fault = |reason| EntryFault {
-            reason,
-            fpd: context.fpd,
-        };
-        if !context.pasid_enable {
-            return Ok(None);
+        match self.pasid_params(root, source, pasid) {
+            Ok(params) => bind_target(&params).map(|t| Some((t, params.did))),
+            // PASIDs disabled in the context entry: nothing is bound either.
+            Err(f) if f.reason == FaultReason::SmPasidDisabled || not_present(f.reason) => Ok(None),
+            Err(f) => Err(f),
         }
-        if dir_index(pasid.raw()) >= u64::from(context.pasid_dir_entries) {
-            return Err(fault(FaultReason::SmPasidTooLarge));
-        }
-        let params = match self
-            .entries
-            .pasid_entry(&self.view, &context, pasid.raw(), context.fpd)
-        {
-            Ok(params) => params,
-            Err(f) if not_present(f.reason) => return Ok(None),
-            Err(f) => return Err(f),
-        };
-        bind_target(&params).map(|t| Some((t, params.did)))
     }
 
     /// Why the guest's structures give `pasid` of `source` no usable entry, when they do not
@@ -213,29 +199,33 @@ impl Tables<'_> {
             Ok(root) => root,
             Err(fault) => return Some(fault),
         };
-        let context = match self.context(root, source) {
-            Ok(context) => context,
-            Err(fault) => return Some(fault),
-        };
-        if !context.pasid_enable {
-            return Some(EntryFault {
-                reason: FaultReason::SmPasidDisabled,
-                fpd: context.fpd,
-            });
-        }
-        if dir_index(pasid.raw()) >= u64::from(context.pasid_dir_entries) {
-            return Some(EntryFault {
-                reason: FaultReason::SmPasidTooLarge,
-                fpd: context.fpd,
-            });
-        }
-        let params = self
-            .entries
-            .pasid_entry(&self.view, &context, pasid.raw(), context.fpd);
-        match params {
+        match self.pasid_params(root, source, pasid) {
             Err(fault) => Some(fault),
             Ok(params) => bind_target(&params).err(),
         }
+    }
+
+    /// The PASID entry of `pasid` of `source` under the scalable-mode `root`, checked on the
+    /// way as 7.1.3 orders it: context entry, PASIDs enabled, PASID within the directory.
+    fn pasid_params(
+        &self,
+        root: RootTable,
+        source: SourceId,
+        pasid: Pasid,
+    ) -> Result<PasidParams, EntryFault> {
+        let context = self.context(root, source)?;
+        let fault = |reason| EntryFault {
+            reason,
+            fpd: context.fpd,
+        };
+        if !context.pasid_enable {
+            return Err(fault(FaultReason::SmPasidDisabled));
+        }
+        if dir_index(pasid.raw()) >= u64::from(context.pasid_dir_entries) {
+            return Err(fault(FaultReason::SmPasidTooLarge));
+        }
+        self.entries
+            .pasid_entry(&self.view, &context, pasid.raw(), context.fpd)
     }
 
     /// Whether `source` may have page requests queued (7.5): scalable mode, a valid context

@@ -42,8 +42,8 @@ pub(super) fn responder(shared: Weak<Shared>) -> Responder {
 /// A page request (or stop marker) from `req.device`. Reported to the device's fault handler
 /// unless [`PRQ_DEPTH`] groups were pending when its group began: then, as a VT-d unit does on
 /// page request queue overflow (7.5, `prq::submit`), it is not reported and the last request of
-/// the group is answered with Success at once, so the device retries the access and asks again once there
-/// is room. The reporter checks the bound and queues in one step.
+/// the group is answered with Success at once, so the device retries the access and asks again
+/// once there is room. The reporter checks the bound and queues in one step.
 pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageRequest) {
     let Some(endpoint) = shared.endpoint(req.device, false) else {
         debug!(
@@ -59,7 +59,7 @@ pub(super) fn page_request(shared: &Shared, reporter: &FaultReporter, req: PageR
                 "page request queue full: group {} of {} not queued",
                 req.group, req.device
             );
-            if req.last && !req.is_stop_marker() {
+            if req.wants_response() {
                 endpoint.page_response(PageResponse::to(&req, PageResponseCode::Success));
             }
         }
