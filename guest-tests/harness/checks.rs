@@ -511,7 +511,8 @@ fn work_queues_behind_iommu(e: &Evidence) -> Result<(), String> {
 /// The targeted hostile cases `scribble --cases` runs in the guest against the unit it took
 /// over, and the outcome each must report (fault reasons of VT-d 7.1.3, IQERCD.IQEI of 11.4),
 /// as `hostile: <case>: <outcome> … OK`. The same cases as in tests/hostile_guests/.
-const HOSTILE_CASES: [(&str, &str); 10] = [
+/// The `legacy-` ones run after the unit was switched to legacy mode (RTADDR.TTM 00).
+const HOSTILE_CASES: [(&str, &str); 20] = [
     ("baseline", "copy through our tables"),
     ("fs-loop", "bounded walk"),
     ("fs-loop-ps", "reason 0x72"),
@@ -522,6 +523,16 @@ const HOSTILE_CASES: [(&str, &str); 10] = [
     ("unmapped-iova", "reason 0x71"),
     ("iq-tail-past-end", "IQE, IQEI 1,"),
     ("wait-status-outside-ram", "IQE, IQEI 2,"),
+    ("legacy-baseline", "copy through our tables"),
+    ("legacy-ss-loop", "bounded walk"),
+    ("legacy-ss-loop-ps", "reason 0x0c"),
+    ("legacy-root-reserved", "reason 0x0a"),
+    ("legacy-context-reserved", "reason 0x0b"),
+    ("legacy-root-table-outside-ram", "reason 0x08"),
+    ("legacy-context-table-outside-ram", "reason 0x09"),
+    ("legacy-ss-table-outside-ram", "reason 0x07"),
+    ("legacy-unmapped-iova-write", "reason 0x05"),
+    ("legacy-unmapped-iova-read", "reason 0x06"),
 ];
 
 /// Every case of `HOSTILE_CASES` reported its outcome and OK, and none failed.

@@ -21,8 +21,13 @@
  * context and PASID entries (0x42, 0x5a), the PASID table and the first-stage table
  * outside RAM (0x58, 0x73), a copy to an unmapped IOVA (TRANSLATION, 0x71), the queue tail
  * past the queue's end (IQE, IQEI 1) and a wait status address outside RAM (IQE, IQEI 2),
- * each followed by the recovery a driver makes. The accelerator's plain engine (its BAR0
- * through ACCEL_RESOURCE_FILE) makes the requests. One line per case:
+ * each followed by the recovery a driver makes. Then it switches the unit to legacy mode
+ * (RTADDR.TTM 00, SRTP) and runs the legacy counterparts against a legacy root and context
+ * table and a second-stage table: a second-stage loop (bounded walk; with PS 0x0c), reserved
+ * bits in the root and context entries (0x0a, 0x0b), the root table, the context table and
+ * the second-stage table outside RAM (0x08, 0x09, 0x07), a write and a read at unmapped
+ * IOVAs (0x05, 0x06). The accelerator's plain engine (its BAR0 through ACCEL_RESOURCE_FILE)
+ * makes the requests. One line per case:
  * "hostile: <case>: <outcome> OK" or "hostile: <case>: FAIL: <what was seen>".
  *
  *   scribble RESOURCE_FILE [--writes N] [--seed S] [--tables R] [--cases ACCEL_RESOURCE_FILE]
@@ -71,6 +76,7 @@ static uint64_t state;
 #define FECTL_IM (1u << 31)
 #define IQERCD_IQEI(v) ((unsigned)((v) & 0xf))
 #define RTADDR_TTM_SCALABLE (1ull << 10)
+#define RTADDR_TTM_LEGACY 0ull
 #define IQA_DW_256 (1ull << 11)
 /* CAP.FRO (bits 33:24, in 16-byte units) and CAP.NFR (bits 47:40, count - 1): where the
  * fault recording registers are and how many. */
@@ -95,6 +101,15 @@ static uint64_t state;
 #define PTE_TABLE 0x67ull /* P, RW, US, A, D */
 #define PTE_BYTES 8
 #define PTE_PS (1ull << 7) /* a large page: reserved in the top level (PML4) */
+/* Legacy-mode entries (VT-d 9.1, 9.3): a root entry is 128 bits (the upper half reserved),
+ * a context entry 128 bits: P, TT 00 (untranslated requests, second stage) and SLPTPTR in
+ * the lower half, AW and DID in the upper. Second-stage entries (9.8): R, W, PS. */
+#define LEGACY_ROOT_WORDS 2
+#define LEGACY_CONTEXT_WORDS 2
+#define LCTX_AW_48 2ull /* AW 010b: a 4-level table, 48-bit input */
+#define LCTX_DID(d) ((uint64_t)(d) << 8)
+#define SS_RW 0x3ull /* R, W */
+#define SS_PS (1ull << 7) /* a large page: reserved in the top level */
 /* A bit no address width reaches (MGAW is 48): reserved in every pointer field. */
 #define ABOVE_WIDTH (1ull << 62)
 
@@ -158,23 +173,27 @@ static void queue_desc(uint64_t *queue, unsigned *tail, const uint64_t d[4])
 	(*tail)++;
 }
 
-/* Queues global context-cache, PASID-cache and IOTLB invalidations and a wait writing
- * WAIT_DONE to status_pa, as a driver does after changing the structures. */
-static void invalidate_all(uint64_t *queue, unsigned *tail, uint64_t status_pa)
+/* Queues global context-cache, PASID-cache (scalable mode only: legacy mode has no PASID
+ * cache) and IOTLB invalidations and a wait writing WAIT_DONE to status_pa, as a driver
+ * does after changing the structures. */
+static void invalidate_all(uint64_t *queue, unsigned *tail, uint64_t status_pa, int legacy)
 {
 	const uint64_t cc[4] = {CC_GLOBAL}, pc[4] = {PC_ALL}, iotlb[4] = {IOTLB_GLOBAL};
 	const uint64_t wait[4] = {WAIT_SW | (WAIT_DONE << 32), status_pa};
 	queue_desc(queue, tail, cc);
-	queue_desc(queue, tail, pc);
+	if (!legacy)
+		queue_desc(queue, tail, pc);
 	queue_desc(queue, tail, iotlb);
 	queue_desc(queue, tail, wait);
 }
 
-/* The unit taken over: our pages, their physical addresses, the tail of our queue. */
+/* The unit taken over: our pages, their physical addresses, the tail of our queue, and
+ * whether RTADDR now says legacy mode (no PASID cache to invalidate then). */
 struct unit {
 	uint64_t pa[PAGES];
 	uint64_t *page[PAGES];
 	unsigned tail;
+	int legacy;
 };
 
 /* Every root entry (both halves), context entry, PASID directory entry and PASID entry
@@ -208,7 +227,7 @@ static int sync_unit(struct unit *u)
 	volatile uint32_t *status = (volatile uint32_t *)u->page[STATUS];
 
 	*status = 0;
-	invalidate_all(u->page[QUEUE], &u->tail, u->pa[STATUS]);
+	invalidate_all(u->page[QUEUE], &u->tail, u->pa[STATUS], u->legacy);
 	wr64(IQT, (uint64_t)(u->tail % QUEUE_SLOTS) * DESC_BYTES);
 	for (int i = 0; i < 2000 && *status != WAIT_DONE; i++)
 		usleep(50);
@@ -259,6 +278,7 @@ static int take_over(struct unit *u)
 	       wait_gsts(GSTS_QIES, GSTS_QIES) ? "yes" : "no");
 	fflush(stdout);
 	u->tail = 0;
+	u->legacy = 0;
 	return 0;
 }
 
@@ -486,53 +506,60 @@ static void expect_fault(struct unit *u, const char *name, uint64_t src, uint64_
 	clear_faults();
 }
 
-/* A copy through well-formed tables of ours: the bytes must land in our DST page. Proves
- * the unit walks what we wrote, so that the faults below are ours. */
-static void case_baseline(struct unit *u)
+/* A copy from IOVA src to IOVA dst through the well-formed tables the caller set up, which
+ * map them onto our SRC and DST pages: the bytes must land in our DST page. Proves the unit
+ * walks what we wrote, so that the faults after it are ours. */
+static void copy_through(struct unit *u, const char *name, uint64_t src_iova, uint64_t dst_iova)
 {
 	uint64_t lo, hi;
 	unsigned us;
 	uint8_t *src = (uint8_t *)u->page[SRC], *dst = (uint8_t *)u->page[DST];
 
-	reset(u, u->pa[FS_TOP]);
 	for (unsigned i = 0; i < COPY_BYTES; i++)
 		src[i] = (uint8_t)next();
 	memset(dst, 0, COPY_BYTES);
 	int synced = sync_unit(u);
 	clear_faults();
-	uint32_t st = copy(IOVA_SRC, IOVA_DST, COPY_BYTES);
+	uint32_t st = copy(src_iova, dst_iova, COPY_BYTES);
 	unsigned n = await_faults(0, &lo, &hi, &us);
 	int same = !memcmp(src, dst, COPY_BYTES);
-	result("baseline", synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && same && !n,
+	result(name, synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && same && !n,
 	       "copy through our tables: invalidation wait %s, DMA_STATUS 0x%x, bytes %s, %u "
 	       "fault records", synced ? "done" : "lost", st, same ? "copied" : "wrong", n);
 }
 
-/* A first-stage table whose entries all point at itself: the walk takes its four steps and
- * ends on the table page (a recursive map, legal); the copy within it changes nothing,
- * since every entry holds the same value. With PS set the top level may not map a page:
- * reserved, 0x72. */
-static void case_loops(struct unit *u, unsigned n)
+/* The table FS_TABLE, which the caller's structures point at, with all its entries set to
+ * loop (pointing at the table itself): the walk takes its four steps and ends on the table
+ * page (a recursive map, legal); a copy at IOVA iova within it changes nothing, since every
+ * entry holds the same value. */
+static void bounded_walk(struct unit *u, const char *name, uint64_t loop, uint64_t iova)
 {
 	uint64_t lo, hi;
 	unsigned us;
-	uint64_t loop = u->pa[FS_TABLE] | PTE_TABLE;
 
-	reset(u, u->pa[FS_TABLE]);
 	for (int i = 0; i < PAGE / 8; i++)
 		u->page[FS_TABLE][i] = loop;
 	int synced = sync_unit(u);
 	clear_faults();
 	/* One entry of the table copied onto another (entry 2 onto the middle one). */
-	uint32_t st = copy(CASE_IOVA(n) + 2 * PTE_BYTES, CASE_IOVA(n) + PAGE / 2, PTE_BYTES);
+	uint32_t st = copy(iova + 2 * PTE_BYTES, iova + PAGE / 2, PTE_BYTES);
 	unsigned records = await_faults(0, &lo, &hi, &us);
 	int intact = 1;
 	for (int i = 0; i < PAGE / 8; i++)
 		intact &= u->page[FS_TABLE][i] == loop;
-	result("fs-loop", synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && !records && intact,
+	result(name, synced && ACCEL_STATE(st) == ACCEL_STATE_DONE && !records && intact,
 	       "bounded walk: DMA_STATUS 0x%x, %u fault records, table %s", st, records,
 	       intact ? "intact" : "changed");
+}
 
+/* A first-stage table whose entries all point at itself: a bounded walk. With PS set the
+ * top level may not map a page: reserved, 0x72. */
+static void case_loops(struct unit *u, unsigned n)
+{
+	uint64_t loop = u->pa[FS_TABLE] | PTE_TABLE;
+
+	reset(u, u->pa[FS_TABLE]);
+	bounded_walk(u, "fs-loop", loop, CASE_IOVA(n));
 	for (int i = 0; i < PAGE / 8; i++)
 		u->page[FS_TABLE][i] = loop | PTE_PS;
 	expect_fault(u, "fs-loop-ps", CASE_IOVA(n + 1), IOVA_DST, FR_FS_RESERVED,
@@ -611,6 +638,136 @@ static void case_wait_outside_ram(struct unit *u)
 	clear_faults();
 }
 
+/* Legacy mode (RTADDR.TTM 00): the cases again against a legacy root and context table and
+ * a second-stage table (VT-d 3.5 and 9.1-9.3). The unit is switched over by the program
+ * itself, as a driver with sm_off would program it: RTADDR and SRTP, with translation left on
+ * (the guest's driver is idle meanwhile), so no second boot is needed. The queue keeps its
+ * 256-bit descriptors: Linux too uses them whenever the unit supports scalable mode, sm_off
+ * or not. */
+
+/* The legacy tree maps its copy pages in a top-level slot of their own, at LEGACY_SLOT, so
+ * that no IOVA translated in scalable mode is used again (the device's ATC may still hold
+ * those); the legacy fault cases read from CASE_IOVA(LEGACY_SLOT + 1) on. */
+#define LEGACY_SLOT 16
+#define LEGACY_IOVA(off) (CASE_IOVA(LEGACY_SLOT) + (off))
+#define IOVA_UNMAPPED_READ 0x4000ull /* another leaf entry left clear */
+
+/* Legacy-mode fault reasons (VT-d 7.1.3), as tests/hostile_guests/tables.rs expects them. */
+#define FR_WRITE_NOT_PERMITTED 0x05 /* LGN.3 */
+#define FR_READ_NOT_PERMITTED 0x06 /* LGN.3 */
+#define FR_SS_ENTRY_ACCESS 0x07 /* LSL.1: a second-stage table could not be read */
+#define FR_ROOT_TABLE_ACCESS 0x08 /* LRT.1 */
+#define FR_CONTEXT_TABLE_ACCESS 0x09 /* LCT.1 */
+#define FR_ROOT_RESERVED 0x0a /* LRT.3 */
+#define FR_LEGACY_CONTEXT_RESERVED 0x0b /* LCT.3 */
+#define FR_SS_RESERVED 0x0c /* LSL.3 */
+
+/* Well-formed legacy structures: every root entry and every context entry (whichever
+ * device the unit translates) leads to the second-stage table at top, domain 1 (0 is
+ * reserved in caching mode); our second-stage tree in FS_TOP..FS_L1 maps
+ * LEGACY_IOVA(IOVA_SRC) and LEGACY_IOVA(IOVA_DST) onto the data pages. */
+static void legacy_reset(struct unit *u, uint64_t top)
+{
+	for (int i = 0; i < PAGE / 8; i += LEGACY_ROOT_WORDS) {
+		u->page[ROOT][i] = u->pa[CONTEXT] | PRESENT;
+		u->page[ROOT][i + 1] = 0;
+	}
+	for (int i = 0; i < PAGE / 8; i += LEGACY_CONTEXT_WORDS) {
+		u->page[CONTEXT][i] = top | PRESENT; /* TT 00: second stage */
+		u->page[CONTEXT][i + 1] = LCTX_DID(1) | LCTX_AW_48;
+	}
+	memset(u->page[FS_TOP], 0, PAGE);
+	memset(u->page[FS_L3], 0, PAGE);
+	memset(u->page[FS_L2], 0, PAGE);
+	memset(u->page[FS_L1], 0, PAGE);
+	u->page[FS_TOP][LEGACY_SLOT] = u->pa[FS_L3] | SS_RW;
+	u->page[FS_L3][0] = u->pa[FS_L2] | SS_RW;
+	u->page[FS_L2][0] = u->pa[FS_L1] | SS_RW;
+	u->page[FS_L1][IOVA_SRC / PAGE] = u->pa[SRC] | SS_RW;
+	u->page[FS_L1][IOVA_DST / PAGE] = u->pa[DST] | SS_RW;
+}
+
+/* Points RTADDR at root (legacy mode) and latches it: whether RTPS came. */
+static int set_legacy_root(uint64_t root)
+{
+	uint32_t keep = rd32(GSTS) & (GSTS_TES | GSTS_QIES);
+
+	wr64(RTADDR, root | RTADDR_TTM_LEGACY);
+	wr32(GCMD, keep | GCMD_SRTP);
+	return wait_gsts(GSTS_RTPS, GSTS_RTPS);
+}
+
+static void legacy_cases(struct unit *u)
+{
+	unsigned n = LEGACY_SLOT + 1;
+
+	legacy_reset(u, u->pa[FS_TOP]);
+	u->legacy = 1;
+	if (!set_legacy_root(u->pa[ROOT])) {
+		result("legacy-baseline", 0, "RTPS did not come after SRTP with TTM 00");
+		return;
+	}
+	copy_through(u, "legacy-baseline", LEGACY_IOVA(IOVA_SRC), LEGACY_IOVA(IOVA_DST));
+
+	/* A second-stage table whose entries all point at itself (R, W): a bounded walk. With
+	 * PS set the top level may not map a page: reserved, 0x0c. */
+	legacy_reset(u, u->pa[FS_TABLE]);
+	bounded_walk(u, "legacy-ss-loop", u->pa[FS_TABLE] | SS_RW, CASE_IOVA(n++));
+	for (int i = 0; i < PAGE / 8; i++)
+		u->page[FS_TABLE][i] |= SS_PS;
+	expect_fault(u, "legacy-ss-loop-ps", CASE_IOVA(n), LEGACY_IOVA(IOVA_DST), FR_SS_RESERVED,
+		     CASE_IOVA(n), 0);
+	n++;
+
+	legacy_reset(u, u->pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 8; i += LEGACY_ROOT_WORDS)
+		u->page[ROOT][i] |= ABOVE_WIDTH;
+	expect_fault(u, "legacy-root-reserved", CASE_IOVA(n), LEGACY_IOVA(IOVA_DST),
+		     FR_ROOT_RESERVED, CASE_IOVA(n), 0);
+	n++;
+
+	legacy_reset(u, u->pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 8; i += LEGACY_CONTEXT_WORDS)
+		u->page[CONTEXT][i] |= ABOVE_WIDTH;
+	expect_fault(u, "legacy-context-reserved", CASE_IOVA(n), LEGACY_IOVA(IOVA_DST),
+		     FR_LEGACY_CONTEXT_RESERVED, CASE_IOVA(n), 0);
+	n++;
+
+	/* The root table itself outside RAM; then RTADDR back at ours. */
+	legacy_reset(u, u->pa[FS_TOP]);
+	if (set_legacy_root(OUTSIDE_RAM))
+		expect_fault(u, "legacy-root-table-outside-ram", CASE_IOVA(n),
+			     LEGACY_IOVA(IOVA_DST), FR_ROOT_TABLE_ACCESS, CASE_IOVA(n), 0);
+	else
+		result("legacy-root-table-outside-ram", 0, "RTPS did not come after SRTP");
+	n++;
+	if (!set_legacy_root(u->pa[ROOT])) {
+		result("legacy-root-table-back", 0, "RTPS did not come after SRTP");
+		return;
+	}
+
+	legacy_reset(u, u->pa[FS_TOP]);
+	for (int i = 0; i < PAGE / 8; i += LEGACY_ROOT_WORDS)
+		u->page[ROOT][i] = OUTSIDE_RAM | PRESENT;
+	expect_fault(u, "legacy-context-table-outside-ram", CASE_IOVA(n), LEGACY_IOVA(IOVA_DST),
+		     FR_CONTEXT_TABLE_ACCESS, CASE_IOVA(n), 0);
+	n++;
+
+	legacy_reset(u, OUTSIDE_RAM);
+	expect_fault(u, "legacy-ss-table-outside-ram", CASE_IOVA(n), LEGACY_IOVA(IOVA_DST),
+		     FR_SS_ENTRY_ACCESS, CASE_IOVA(n), 0);
+	n++;
+
+	/* A write to a clear leaf entry, then a read from another one. */
+	legacy_reset(u, u->pa[FS_TOP]);
+	expect_fault(u, "legacy-unmapped-iova-write", LEGACY_IOVA(IOVA_SRC),
+		     LEGACY_IOVA(IOVA_UNMAPPED), FR_WRITE_NOT_PERMITTED,
+		     LEGACY_IOVA(IOVA_UNMAPPED), 1);
+	expect_fault(u, "legacy-unmapped-iova-read", LEGACY_IOVA(IOVA_UNMAPPED_READ),
+		     LEGACY_IOVA(IOVA_DST), FR_READ_NOT_PERMITTED,
+		     LEGACY_IOVA(IOVA_UNMAPPED_READ), 0);
+}
+
 static int cases(const char *accel_resource)
 {
 	struct unit u;
@@ -646,7 +803,8 @@ static int cases(const char *accel_resource)
 	if (take_over(&u))
 		return 1;
 	clear_faults();
-	case_baseline(&u);
+	reset(&u, u.pa[FS_TOP]);
+	copy_through(&u, "baseline", IOVA_SRC, IOVA_DST);
 	case_loops(&u, 1);
 
 	reset(&u, u.pa[FS_TOP]);
@@ -679,6 +837,7 @@ static int cases(const char *accel_resource)
 	reset(&u, u.pa[FS_TOP]);
 	case_tail_past_end(&u);
 	case_wait_outside_ram(&u);
+	legacy_cases(&u);
 
 	clear_faults();
 	wr32(FECTL, fectl);
