@@ -315,6 +315,18 @@ fn answer_dma_read(c: &mut RawClient, data: impl FnOnce(&DmaAccess) -> Option<Ve
     c.send_raw(&bytes);
 }
 
+/// A one-page copy from `src_gpa` (a map without fd, backed by `src` at offset 0) to GPA 0, its
+/// DMA_READ answered from `src` as QEMU would: an error when the read of the file fails.
+fn copy_page_from_file(c: &mut RawClient, src: &File, src_gpa: u64) {
+    copy(c, src_gpa, 0, PAGE as u32);
+    answer_dma_read(c, |a| {
+        let mut buf = vec![0; a.count as usize];
+        src.read_exact_at(&mut buf, a.address - src_gpa)
+            .ok()
+            .map(|()| buf)
+    });
+}
+
 fn copy(c: &mut RawClient, src: u64, dst: u64, len: u32) -> DmaStatus {
     for (reg, value) in [(offset::DMA_SRC, src), (offset::DMA_DST, dst)] {
         write_reg(c, 0, reg, value as u32);
@@ -359,13 +371,7 @@ fn test_unsealed_memfd_truncated_under_a_map_is_never_mapped_so_never_sigbus() {
     // read of the vanished page fails: it answers an error and the job fails.
     src.set_len(0).unwrap();
     write_reg(&mut c, CONFIG_REGION, PCI_COMMAND, MEMORY | BUS_MASTER);
-    copy(&mut c, src_gpa, 0, PAGE as u32);
-    answer_dma_read(&mut c, |a| {
-        let mut buf = vec![0; a.count as usize];
-        src.read_exact_at(&mut buf, a.address - src_gpa)
-            .ok()
-            .map(|()| buf)
-    });
+    copy_page_from_file(&mut c, &src, src_gpa);
     wait_until("the job failed", || {
         dma_status(&mut c).state() == DmaState::Error
     });
@@ -375,13 +381,7 @@ fn test_unsealed_memfd_truncated_under_a_map_is_never_mapped_so_never_sigbus() {
     // The file grows back: the next job is served the same way, and succeeds.
     src.set_len(1 << 20).unwrap();
     src.write_all_at(&[0x77; PAGE as usize], 0).unwrap();
-    copy(&mut c, src_gpa, 0, PAGE as u32);
-    answer_dma_read(&mut c, |a| {
-        let mut buf = vec![0; a.count as usize];
-        src.read_exact_at(&mut buf, a.address - src_gpa)
-            .ok()
-            .map(|()| buf)
-    });
+    copy_page_from_file(&mut c, &src, src_gpa);
     wait_until("the job is done", || {
         dma_status(&mut c).state() == DmaState::Done
     });

@@ -165,6 +165,15 @@ impl Sva {
     }
 
     /// A job that needs no page request still completes: the queue is alive.
+    /// The copy of record `r` succeeded and its destination holds the source's pattern.
+    fn assert_copied(&self, r: &CompletionRecord) {
+        assert_eq!(r.status(), Some(Status::Success), "{r:?}");
+        assert_eq!(
+            self.rig.drv.ram_read(self.dst, LEN as usize),
+            pattern(LEN as usize, 7)
+        );
+    }
+
     fn assert_alive(&mut self) {
         let record = self.submit(Descriptor::nop());
         let r = self.rig.drv.wait_record_at(record);
@@ -260,11 +269,7 @@ fn test_pasid_job_answered_response_failure_stops_page_requests_until_pri_is_res
     sva.map_dst();
     sva.respond(PASID, req.group, SUCCESS);
     let r = sva.rig.drv.wait_record_at(record);
-    assert_eq!(r.status(), Some(Status::Success), "{r:?}");
-    assert_eq!(
-        sva.rig.drv.ram_read(sva.dst, LEN as usize),
-        pattern(LEN as usize, 7)
-    );
+    sva.assert_copied(&r);
 }
 
 /// Answers naming another PASID, no PASID, or another group reach nobody: the job keeps
@@ -293,11 +298,7 @@ fn test_pasid_job_answers_for_another_pasid_or_group_are_dropped() {
     sva.map_dst();
     sva.respond(PASID, req.group, SUCCESS);
     let r = sva.rig.drv.wait_record_at(record);
-    assert_eq!(r.status(), Some(Status::Success), "{r:?}");
-    assert_eq!(
-        sva.rig.drv.ram_read(sva.dst, LEN as usize),
-        pattern(LEN as usize, 7)
-    );
+    sva.assert_copied(&r);
     sva.assert_pri_idle();
 }
 

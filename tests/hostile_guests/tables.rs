@@ -178,21 +178,28 @@ fn test_structures_outside_ram_fault_with_the_access_reason() {
     }
 }
 
+/// A unit in legacy mode with queued invalidation and fault events, and a 4-level second-stage
+/// table mapping `IOVA` to `PA` read-only (its context entry is the caller's to write).
+fn legacy_rig() -> (Rig, Tree) {
+    let mut rig = Rig::new();
+    rig.m.program_events();
+    rig.m.enable_qi(0, false);
+    rig.m.set_root_entry(false);
+    let tree = Tree::new(
+        &mut rig.m.ram,
+        4,
+        Space::default(),
+        DMA_PTE_READ | DMA_PTE_WRITE,
+    );
+    tree.map(&mut rig.m.ram, IOVA, PA, 1, DMA_PTE_READ);
+    (rig, tree)
+}
+
 /// A second-stage table (legacy mode) whose next-level pointer leads outside RAM.
 #[test]
 fn test_second_stage_table_outside_ram_is_an_invalid_pointer() {
     for target in [UNMAPPED, MMIO[0]] {
-        let mut rig = Rig::new();
-        rig.m.program_events();
-        rig.m.enable_qi(0, false);
-        rig.m.set_root_entry(false);
-        let tree = Tree::new(
-            &mut rig.m.ram,
-            4,
-            Space::default(),
-            DMA_PTE_READ | DMA_PTE_WRITE,
-        );
-        tree.map(&mut rig.m.ram, IOVA, PA, 1, DMA_PTE_READ);
+        let (mut rig, tree) = legacy_rig();
         let slot = tree.slot(&rig.m.ram, IOVA, 2);
         rig.m.ram.write(slot, target | DMA_PTE_READ | DMA_PTE_WRITE);
         rig.m
@@ -240,17 +247,7 @@ fn test_reserved_bits_fault_with_the_reserved_reason() {
         ("context entry", ContextEntryReserved),
         ("second-stage entry", PagingEntryReserved),
     ] {
-        let mut rig = Rig::new();
-        rig.m.program_events();
-        rig.m.enable_qi(0, false);
-        rig.m.set_root_entry(false);
-        let tree = Tree::new(
-            &mut rig.m.ram,
-            4,
-            Space::default(),
-            DMA_PTE_READ | DMA_PTE_WRITE,
-        );
-        tree.map(&mut rig.m.ram, IOVA, PA, 1, DMA_PTE_READ);
+        let (mut rig, tree) = legacy_rig();
         let context = rig
             .m
             .legacy_context(DEV, DMA_DID, tree.root, 2, CONTEXT_TT_MULTI_LEVEL);
